@@ -1,0 +1,36 @@
+"""benchlab: plugin-based benchmarks for models, attacks and explainers over many seeds."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+import pluggy
+
+from benchlab.components import (
+    Component,
+    Dataset,
+    DatasetInfo,
+    DatasetSplit,
+    FileStatus,
+    NoParams,
+    Params,
+    Provenance,
+)
+
+try:
+    __version__ = version("benchlab")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+hookimpl = pluggy.HookimplMarker("benchlab")
+
+__all__ = [
+    "Component",
+    "Dataset",
+    "DatasetInfo",
+    "DatasetSplit",
+    "FileStatus",
+    "NoParams",
+    "Params",
+    "Provenance",
+    "__version__",
+    "hookimpl",
+]

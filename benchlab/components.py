@@ -1,0 +1,125 @@
+"""Contracts between the core and the components that plugins register."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+KINDS = ("dataset", "model", "attack", "explainer")
+Kind = Literal["dataset", "model", "attack", "explainer"]
+Split = Literal["train", "test"]
+
+
+class Params(BaseModel):
+    """Base class for a component's parameter model: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """Parameter model of a component that takes no parameters."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about the data it will see."""
+
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """One split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError("labels must be an int64 tensor of shape (N,)")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def head(self, n: int | None) -> DatasetSplit:
+        """The first ``n`` samples (all of them when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        return DatasetSplit(self.images[:n], self.labels[:n])
+
+    def floats(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Images as float32 in [0, 1] on ``device``."""
+        return self.images.to(device).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """One file of a dataset in the data root and whether it verified."""
+
+    path: Path
+    present: bool
+    verified: bool
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A dataset plugin component."""
+
+    info: DatasetInfo
+
+    def load(self, split: Split, root: Path) -> DatasetSplit:
+        """Load ``split`` from ``root``, fetching and verifying it first if needed."""
+        ...
+
+    def fetch(self, root: Path) -> None:
+        """Make sure verified files are present in ``root``."""
+        ...
+
+    def files(self, root: Path) -> list[FileStatus]:
+        """Which files are present in ``root`` and whether they verify."""
+        ...
+
+
+ModelBuilder = Callable[[DatasetInfo, Any], torch.nn.Module]
+Attack = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Sequence[float], Any], torch.Tensor]
+Explainer = Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which plugin registered a component."""
+
+    plugin: str  # entry-point name
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.plugin} ({self.distribution} {self.version})"
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component: its kind, name, implementation and parameter model."""
+
+    kind: Kind
+    name: str
+    obj: Any
+    params: type[Params]
+    provenance: Provenance
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate_params(self, values: dict[str, Any]) -> Params:
+        return self.params.model_validate(values)

@@ -1,0 +1,51 @@
+"""The hooks a benchlab plugin may implement.
+
+Every hook receives a ``register`` callback. Call it once per component::
+
+    @benchlab.hookimpl
+    def register_attacks(register):
+        register("fgsm", fgsm, params=FGSMParams)
+
+The host checks each entry as it is registered and records which plugin
+(distribution name and version) provided it.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("benchlab")
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``register(name, dataset, params=None)``.
+
+    ``dataset`` is a :class:`benchlab.components.Dataset`.
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register models: ``register(name, build, params=Params)``.
+
+    ``build(info: DatasetInfo, params) -> torch.nn.Module`` returns a module that
+    takes images in [0, 1] of shape (N, C, H, W) and returns logits (N, classes).
+    """
+
+
+@hookspec
+def register_attacks(register):
+    """Register attacks: ``register(name, attack, params=Params)``.
+
+    ``attack(model, images, labels, eps, params) -> Tensor`` of shape
+    (len(eps), *images.shape): one adversarial batch per epsilon.
+    """
+
+
+@hookspec
+def register_explainers(register):
+    """Register explainers: ``register(name, explain, params=Params)``.
+
+    ``explain(model, images, params) -> Tensor`` of shape (N, H, W) in [0, 1].
+    """

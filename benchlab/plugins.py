@@ -1,0 +1,233 @@
+"""Plugin loading and the registry of components.
+
+Plugins are modules advertised in the ``benchlab`` entry-point group; the
+built-in ones are advertised by benchlab's own distribution in exactly the
+same way. Environment variables:
+
+``BENCHLAB_STRICT_PLUGINS=1``
+    a plugin that fails to import or to register is an error instead of a warning.
+``BENCHLAB_BLOCK_PLUGINS=a,b``
+    entry-point names of plugins not to load at all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+import re
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from benchlab import hookspecs
+from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Params, Provenance
+
+ENTRY_POINT_GROUP = "benchlab"
+STRICT_ENV = "BENCHLAB_STRICT_PLUGINS"
+BLOCK_ENV = "BENCHLAB_BLOCK_PLUGINS"
+
+_HOOK_FOR_KIND: dict[Kind, str] = {
+    "dataset": "register_datasets",
+    "model": "register_models",
+    "attack": "register_attacks",
+    "explainer": "register_explainers",
+}
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+class PluginError(Exception):
+    """A plugin broke a rule of the registry (duplicate name, bad registration, ...)."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    distribution: str
+    error: str
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    components: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Registry:
+    """All components registered by the loaded plugins, by kind and name."""
+
+    def __init__(self) -> None:
+        self._components: dict[Kind, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.failures: list[PluginFailure] = []
+
+    # -- registration --------------------------------------------------------
+    def registrar(self, kind: Kind, provenance: Provenance):
+        """The ``register`` callback handed to one plugin's hook for one kind."""
+
+        def register(name: str, obj: Any, *, params: type[BaseModel] | None = None,
+                     description: str = "", **extra: Any) -> None:
+            self.add(Component(kind=kind, name=name, obj=obj, params=params or NoParams,
+                               provenance=provenance, description=description, extra=extra))
+
+        return register
+
+    def add(self, component: Component) -> None:
+        kind, name = component.kind, component.name
+        who = component.provenance
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise PluginError(f"plugin {who}: invalid {kind} name {name!r} "
+                              "(expected letters, digits, '_', '-', '.')")
+        if not (isinstance(component.params, type) and issubclass(component.params, BaseModel)):
+            raise PluginError(f"plugin {who}: {kind} {name!r}: params must be a pydantic "
+                              f"model class, got {component.params!r}")
+        if kind == "dataset":
+            if not isinstance(component.obj, Dataset):
+                raise PluginError(f"plugin {who}: dataset {name!r} does not implement "
+                                  "benchlab.components.Dataset (info, load, fetch, files)")
+        elif not callable(component.obj):
+            raise PluginError(f"plugin {who}: {kind} {name!r} is not callable")
+        existing = self._components[kind].get(name)
+        if existing is not None:
+            raise PluginError(f"two plugins register the {kind} {name!r}: "
+                              f"{existing.provenance} and {who}")
+        self._components[kind][name] = component
+        info = self.plugins.setdefault(
+            who.plugin, PluginInfo(who.plugin, who.distribution, who.version))
+        info.components.setdefault(kind, []).append(name)
+
+    # -- lookup --------------------------------------------------------------
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self._components[kind])
+
+    def get(self, kind: Kind, name: str) -> Component:
+        try:
+            return self._components[kind][name]
+        except KeyError:
+            raise KeyError(unknown_name_message(kind, name, self.names(kind))) from None
+
+    def find(self, name: str) -> list[Component]:
+        """Components of any kind called ``name``."""
+        return [comps[name] for comps in self._components.values() if name in comps]
+
+    def components(self, kind: Kind) -> list[Component]:
+        return [self._components[kind][n] for n in self.names(kind)]
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    listing = ", ".join(known) if known else "none registered"
+    return f"unknown {kind} '{name}'{hint}; known: {listing}"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _blocked() -> set[str]:
+    return {p.strip() for p in os.environ.get(BLOCK_ENV, "").split(",") if p.strip()}
+
+
+def _plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("benchlab")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
+                   *, entry_points: bool = True, strict: bool | None = None) -> Registry:
+    """Load plugins and collect what they register.
+
+    ``plugins`` adds (name, module-or-object, provenance) triples next to the
+    ones found through entry points; tests and notebooks use it.
+    """
+    strict = _truthy(os.environ.get(STRICT_ENV)) if strict is None else strict
+    registry = Registry()
+    pm = _plugin_manager()
+    blocked = _blocked()
+    loaded: list[tuple[str, Provenance]] = []
+
+    def fail(name: str, dist: str, error: str, exc: BaseException | None = None) -> None:
+        if strict:
+            raise PluginError(f"plugin {name} ({dist}) failed: {error}") from exc
+        registry.failures.append(PluginFailure(name, dist, error))
+
+    candidates: list[tuple[str, Any, Provenance]] = []
+    if entry_points:
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                         key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            candidates.append((ep.name, ep, Provenance(ep.name, dist, version)))
+    candidates.extend(plugins)
+
+    for name, target, provenance in candidates:
+        if name in blocked:
+            continue
+        if isinstance(target, importlib.metadata.EntryPoint):
+            try:
+                target = target.load()
+            except BaseException as exc:  # noqa: BLE001 - one broken plugin must not stop the rest
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                fail(name, provenance.distribution, _one_line(exc), exc)
+                continue
+        if pm.is_registered(target) or pm.get_plugin(name) is not None:
+            continue
+        try:
+            pm.register(target, name=name)
+        except Exception as exc:
+            fail(name, provenance.distribution, _one_line(exc), exc)
+            continue
+        loaded.append((name, provenance))
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        bad = exc.plugin_name if hasattr(exc, "plugin_name") else "?"
+        raise PluginError(f"plugin {bad}: {exc}") from None
+
+    provenance_by_name = dict(loaded)
+    for kind, hook_name in _HOOK_FOR_KIND.items():
+        caller = getattr(pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            provenance = provenance_by_name[impl.plugin_name]
+            try:
+                impl.function(register=registry.registrar(kind, provenance))
+            except PluginError:
+                raise
+            except Exception as exc:
+                fail(provenance.plugin, provenance.distribution,
+                     f"{hook_name}: {_one_line(exc)}", exc)
+    for name, provenance in loaded:
+        registry.plugins.setdefault(
+            name, PluginInfo(name, provenance.distribution, provenance.version))
+    return registry
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if len(text.splitlines()) > 1:
+        text = text.splitlines()[0]
+    if text.endswith(":"):
+        text += " " + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of every installed plugin (built once per process)."""
+    return build_registry()
+
+
+def registered_params(component: Component) -> type[Params]:
+    return component.params

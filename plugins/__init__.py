@@ -1,0 +1,1 @@
+"""Built-in benchlab plugins; each module is registered through the `benchlab` entry-point group."""
