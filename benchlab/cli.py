@@ -1,0 +1,269 @@
+"""The ``benchlab`` command line.
+
+Exit status: 0 success; 1 some job failed (the others kept their results);
+2 invalid input (suite, arguments, unknown component); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED_JOBS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def _err(message: str) -> None:
+    print(f"benchlab: {message}", file=sys.stderr)
+
+
+def _registry():
+    from benchlab.plugins import default_registry
+
+    return default_registry()
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry()
+    plugins = []
+    for name in sorted(registry.plugins):
+        info = registry.plugins[name]
+        plugins.append({"name": name, "distribution": info.distribution,
+                        "version": info.version,
+                        "components": {k: sorted(v) for k, v in sorted(info.components.items())}})
+    failures = [{"name": f.plugin, "distribution": f.distribution, "error": f.error}
+                for f in registry.failures]
+    if args.json:
+        print(json.dumps({"plugins": plugins, "failures": failures}, indent=2))
+        return EXIT_OK
+    for p in plugins:
+        print(f"{p['name']}  ({p['distribution']} {p['version']})")
+        if not p["components"]:
+            print("    (registers nothing)")
+        for kind, names in p["components"].items():
+            print(f"    {kind + 's:':12} {', '.join(names)}")
+    for f in failures:
+        print(f"{f['name']}  ({f['distribution']})  FAILED TO LOAD: {f['error']}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def _load(path: str, overrides: Sequence[str]):
+    from benchlab.suite import load_suite
+
+    return load_suite(path, _registry(), overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    suite = _load(args.suite, args.set)
+    from benchlab.jobs import expand
+
+    jobs = expand(suite)
+    kinds = {k: sum(j.kind == k for j in jobs) for k in ("train", "attack", "explain")}
+    print(f"{args.suite}: ok ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)} jobs)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchlab.runner import default_output_dir, run_suite
+    from benchlab.suite import SuiteError
+
+    if args.resume:
+        out = Path(args.resume)
+        saved = out / "suite.yaml"
+        if not saved.exists():
+            raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run "
+                              "directory")
+        suite = _load(str(saved), args.set)
+        if args.suite:
+            wanted = _load(args.suite, args.set)
+            if wanted != suite:
+                raise _UsageError(
+                    f"--resume {out}: {args.suite} (with the given --set) differs from the "
+                    f"suite that run was started with ({saved}); resume with the same "
+                    "suite and overrides, or start a new run")
+    else:
+        if not args.suite:
+            raise _UsageError("run: give a suite file (or --resume DIR)")
+        suite = _load(args.suite, args.set)
+        out = Path(args.out) if args.out else default_output_dir(suite)
+    try:
+        outcome = run_suite(suite, _registry(), out, device=args.device,
+                            resume=bool(args.resume))
+    except ValueError as exc:
+        if isinstance(exc, SuiteError):
+            raise
+        raise _UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        from benchlab.store import RunStore
+
+        done = len(RunStore(out).finished_ok())
+        _err(f"interrupted; {done} finished job(s) are kept in {out}. Continue with: "
+             f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " "))
+        print(out)
+        return EXIT_INTERRUPTED
+    from benchlab.report import render
+
+    render(out)
+    status = EXIT_OK
+    if outcome.failed:
+        _err(f"{len(outcome.failed)} job(s) failed (see summary.md):")
+        for job_id, message in outcome.failed.items():
+            _err(f"  {job_id}: {message}")
+        status = EXIT_FAILED_JOBS
+    print(f"{len(outcome.ran)} job(s) run, {len(outcome.skipped)} already done, "
+          f"{len(outcome.failed)} failed; summary: {out / 'summary.md'}", file=sys.stderr)
+    print(out)
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchlab.report import render
+
+    out = Path(args.dir)
+    if not (out / "results.csv").exists():
+        raise _UsageError(f"{out}: no results.csv there; not a benchlab run directory")
+    path = render(out)
+    print(path)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- check, data
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from benchlab import testing
+
+    registry = _registry()
+    try:
+        component = testing.resolve(registry, args.name, args.kind)
+    except (KeyError, LookupError, ValueError) as exc:
+        raise _UsageError(str(exc).strip("'\"")) from None
+    results = testing.run_checks(component, device=args.device)
+    failed = 0
+    for result in results:
+        status = "PASS" if result.passed else ("SKIP" if getattr(result, "skipped", False)
+                                                else "FAIL")
+        failed += status == "FAIL"
+        line = f"{status}  {component.kind} {component.name}: {result.name}"
+        print(line + (f" — {result.message}" if result.message and status != "PASS" else ""))
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return EXIT_FAILED_JOBS if failed else EXIT_OK
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from benchlab import data
+
+    registry = _registry()
+    root = data.data_root()
+    if args.data_command == "fetch":
+        names = registry.names("dataset")
+        if args.name not in names:
+            from benchlab.plugins import unknown_name_message
+
+            raise _UsageError(unknown_name_message("dataset", args.name, names))
+        try:
+            files = data.fetch(registry.get("dataset", args.name).obj, root)
+        except data.DataError as exc:
+            _err(str(exc))
+            return EXIT_FAILED_JOBS
+        for f in files:
+            print(f"{'ok' if f.verified else 'BAD'}  {f.path}")
+        print(root)
+        return EXIT_OK
+    print(f"data root: {root}")
+    for component in registry.components("dataset"):
+        files = component.obj.files(root)
+        ok = all(f.verified for f in files)
+        state = "verified" if ok else ("missing" if not any(f.present for f in files)
+                                       else "incomplete or corrupt")
+        print(f"{component.name:16} {state}  ({sum(f.verified for f in files)}/{len(files)} "
+              f"files)  [{component.provenance}]")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchlab import __version__
+
+    parser = argparse.ArgumentParser(prog="benchlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"benchlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list plugins, their components and load failures")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    set_help = "override a suite key: dotted PATH (list items by index), VALUE as YAML"
+    p = sub.add_parser("validate", help="check a suite without running it")
+    p.add_argument("suite")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=set_help)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a suite")
+    p.add_argument("suite", nargs="?")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=set_help)
+    p.add_argument("--out", help="output directory (default results/<suite>/<UTC time>/)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="redraw tables and plots of a run from results.csv")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check", help="run the conformance checks on a registered component")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("data", help="fetch and list datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_sub.add_parser("fetch", help="download and verify a dataset")
+    fetch.add_argument("name")
+    data_sub.add_parser("list", help="which datasets are present and verified")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchlab.plugins import PluginError
+    from benchlab.suite import SuiteError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SuiteError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    except (_UsageError, PluginError) as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an environment problem: one line unless debugging
+        if os.environ.get("BENCHLAB_DEBUG"):
+            raise
+        _err(f"{type(exc).__name__}: {exc} (set BENCHLAB_DEBUG=1 for the traceback)")
+        return EXIT_FAILED_JOBS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Expanding a validated suite into independent jobs.
+
+A job is a small, JSON-serialisable unit of work with everything it needs named in
+its own fields: component names and validated parameters, the dataset slice, the
+training configuration and the seed. Nothing in a job points at live objects, so
+another executor (a process pool, a cluster) could take jobs as they are.
+
+Three kinds, run in this order:
+
+``train``    one model trained with one seed (writes a checkpoint to the model cache)
+``attack``   one attack, at its list of epsilons, on one trained model
+``explain``  one explainer on the clean and the attacked images of one attack job
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from benchlab.suite import Suite
+
+JobKind = Literal["train", "attack", "explain"]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    key: str  # the suite's label for it (its name unless relabelled)
+    name: str  # registered component name
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: JobKind
+    model: ComponentSpec
+    dataset: dict[str, Any]
+    train: dict[str, Any]
+    run: int
+    seed: int
+    attack: ComponentSpec | None = None
+    eps: tuple[float, ...] = ()
+    explainer: ComponentSpec | None = None
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    deps: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        data = dict(data)
+        for key in ("model", "attack", "explainer"):
+            if data.get(key) is not None:
+                data[key] = ComponentSpec(**data[key])
+        data["eps"] = tuple(data.get("eps", ()))
+        data["deps"] = tuple(data.get("deps", ()))
+        return cls(**data)
+
+    def pack_key(self) -> tuple[Any, ...]:
+        """Jobs with equal pack keys differ only by seed and may be trained together."""
+        return (self.kind, self.model.name, repr(sorted(self.model.params.items())),
+                repr(sorted(self.dataset.items())), repr(sorted(self.train.items())))
+
+
+def _spec(ref) -> ComponentSpec:
+    return ComponentSpec(ref.key, ref.name, ref.params.model_dump(mode="json"))
+
+
+def expand(suite: Suite) -> list[Job]:
+    """All jobs of a suite, each after the jobs it depends on."""
+    dataset = suite.dataset.model_dump(mode="json")
+    train = suite.train.model_dump(mode="json", exclude={"runs", "seed"})
+    evaluate = suite.evaluate.model_dump(mode="json")
+    evaluated_runs = suite.train.runs if suite.evaluate.runs is None \
+        else min(suite.evaluate.runs, suite.train.runs)
+    jobs: list[Job] = []
+    for ref in suite.models:
+        model = _spec(ref)
+        for run in range(suite.train.runs):
+            seed = suite.train.seed + run
+            common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed)
+            train_id = f"train-{model.key}-r{run:02d}"
+            jobs.append(Job(id=train_id, kind="train", **common))
+            if run >= evaluated_runs:
+                continue
+            attacks: list[ComponentSpec | None] = [_spec(a) for a in suite.attacks] or [None]
+            eps_of = {a.key: tuple(a.eps) for a in suite.attacks}
+            size_of = {a.key: a.test_size for a in suite.attacks}
+            for attack in attacks:
+                attack_id = None
+                if attack is not None:
+                    attack_id = f"attack-{model.key}-r{run:02d}-{attack.key}"
+                    test_size = size_of[attack.key] or suite.evaluate.test_size
+                    jobs.append(Job(id=attack_id, kind="attack", attack=attack,
+                                    eps=eps_of[attack.key],
+                                    evaluate={**evaluate, "test_size": test_size},
+                                    deps=(train_id,), **common))
+                for ex_ref in suite.explainers:
+                    explainer = _spec(ex_ref)
+                    size = ex_ref.test_size or suite.evaluate.explain_size
+                    if attack is not None:
+                        attack_size = size_of[attack.key] or suite.evaluate.test_size
+                        size = min(size, attack_size) if attack_size else size
+                    attack_part = attack.key if attack is not None else "clean"
+                    jobs.append(Job(
+                        id=f"explain-{model.key}-r{run:02d}-{attack_part}-{explainer.key}",
+                        kind="explain", attack=attack,
+                        eps=eps_of[attack.key] if attack is not None else (),
+                        explainer=explainer, evaluate={**evaluate, "explain_size": size},
+                        deps=(train_id,) + ((attack_id,) if attack_id else ()), **common))
+    return jobs

@@ -1,0 +1,445 @@
+"""Suites: YAML files that declare what to benchmark, validated before anything runs.
+
+A suite is checked in two passes. The structure (sections, keys, types, ranges) is
+checked by the pydantic models below; then every component reference is looked up
+in the registry and its extra keys are validated by that component's own parameter
+model. Every problem becomes one :class:`Problem` that names the file, the line,
+the YAML path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from benchlab.components import Params
+from benchlab.plugins import Registry
+
+_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetRef(_Strict):
+    """Which dataset, and how many of its samples (the first N of each split)."""
+
+    name: str
+    train_size: Annotated[int, Field(gt=0)] | None = None
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+
+class ComponentRef(BaseModel):
+    """A component by name; every other key is one of the component's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    label: Annotated[str, Field(pattern=_LABEL)] | None = None
+    _params: Params | None = PrivateAttr(default=None)
+
+    @property
+    def key(self) -> str:
+        """How results and file names refer to this entry."""
+        return self.label or self.name
+
+    @property
+    def raw_params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def params(self) -> Params:
+        if self._params is None:
+            raise RuntimeError("suite was not validated against a registry")
+        return self._params
+
+
+class ModelRef(ComponentRef):
+    pass
+
+
+class AttackRef(ComponentRef):
+    eps: Annotated[list[Annotated[float, Field(ge=0.0, le=1.0)]], Field(min_length=1)]
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("eps")
+    @classmethod
+    def _sorted_unique(cls, eps: list[float]) -> list[float]:
+        if len(set(eps)) != len(eps):
+            raise ValueError("eps values must be distinct")
+        return sorted(eps)
+
+
+class ExplainerRef(ComponentRef):
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+
+class TrainSection(_Strict):
+    runs: Annotated[int, Field(gt=0, le=1000)] = 1
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 14
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    test_batch_size: Annotated[int, Field(gt=0)] = 1000
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: int = 1
+
+
+class EvaluateSection(_Strict):
+    test_size: Annotated[int, Field(gt=0)] | None = 1000
+    explain_size: Annotated[int, Field(gt=0)] = 500
+    count: Annotated[int, Field(gt=0, le=100)] = 10
+    runs: Annotated[int, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] = 256
+
+
+class ReportSection(_Strict):
+    thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.98, 0.99]
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+
+
+class Suite(_Strict):
+    name: Annotated[str, Field(pattern=_LABEL)]
+    description: str = ""
+    dataset: DatasetRef
+    models: Annotated[list[ModelRef], Field(min_length=1)]
+    train: TrainSection = TrainSection()
+    attacks: list[AttackRef] = []
+    explainers: list[ExplainerRef] = []
+    evaluate: EvaluateSection = EvaluateSection()
+    report: ReportSection = ReportSection()
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Suite:
+        for section in ("models", "attacks", "explainers"):
+            seen: dict[str, int] = {}
+            for i, ref in enumerate(getattr(self, section)):
+                if ref.key in seen:
+                    raise _LocatedError(
+                        (section, i), f"'{ref.key}' is already used by {section}.{seen[ref.key]}; "
+                        "give one of them a distinct 'label'")
+                seen[ref.key] = i
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=False), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+class _LocatedError(ValueError):
+    """A check across fields that knows which entry it is about."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SuiteError(Exception):
+    """A suite that cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each YAML path (keys and list indices as strings) to its 1-based line."""
+    index: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                index[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, str(i)))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def read_suite_file(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Parse a suite file into a plain mapping (and a path -> line index)."""
+    source = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise SuiteError([Problem(source, "", "no such file")])
+    if p.is_dir():
+        raise SuiteError([Problem(source, "", "is a directory; expected a YAML suite file")])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError([Problem(source, "", f"cannot read the file: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError([Problem(source, "", f"invalid YAML: {what}", line)]) from None
+    if data is None:
+        raise SuiteError([Problem(source, "", "the file is empty; expected a mapping with "
+                                  "at least 'name', 'dataset' and 'models'")])
+    if not isinstance(data, dict):
+        raise SuiteError([Problem(source, "", "expected a mapping at the top level, got "
+                                  f"{_type_name(data)}")])
+    return data, _line_index(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
+                    source: str = "--set") -> dict[str, Any]:
+    """Apply ``PATH=VALUE`` overrides; VALUE is parsed as YAML, PATH is dotted."""
+    data = copy.deepcopy(data)
+    problems: list[Problem] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem(source, item, "expected PATH=VALUE, e.g. train.runs=3"))
+            continue
+        path, _, raw = item.partition("=")
+        path = path.strip()
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(source, path, f"value is not valid YAML: {exc.__class__.__name__}"))
+            continue
+        keys = path.split(".")
+        if not path or any(k == "" for k in keys):
+            problems.append(Problem(source, path, "empty key in the path"))
+            continue
+        node: Any = data
+        try:
+            for depth, key in enumerate(keys):
+                last = depth == len(keys) - 1
+                here = ".".join(keys[: depth + 1])
+                if isinstance(node, list):
+                    if not key.lstrip("-").isdigit():
+                        raise _OverrideError(here, f"expected a list index, got '{key}'")
+                    index = int(key)
+                    if not -len(node) <= index < len(node):
+                        raise _OverrideError(here, f"index {index} out of range "
+                                             f"(the list has {len(node)} items)")
+                    if last:
+                        node[index] = value
+                    else:
+                        node = node[index]
+                elif isinstance(node, dict):
+                    if last:
+                        node[key] = value
+                    else:
+                        if node.get(key) is None:
+                            node[key] = {}
+                        node = node[key]
+                else:
+                    raise _OverrideError(here, f"cannot set a key inside {_type_name(node)}")
+        except _OverrideError as exc:
+            problems.append(Problem(source, exc.path, exc.message))
+    if problems:
+        raise SuiteError(problems)
+    return data
+
+
+class _OverrideError(Exception):
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+
+
+def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Suite:
+    """Read, override and validate a suite file; raise :class:`SuiteError` on any problem."""
+    data, lines = read_suite_file(path)
+    data = apply_overrides(data, overrides)
+    return validate_suite(data, registry, source=str(path), lines=lines)
+
+
+def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<suite>",
+                   lines: dict[tuple[str, ...], int] | None = None) -> Suite:
+    lines = lines or {}
+
+    def problem(loc: Sequence[Any], message: str) -> Problem:
+        parts = tuple(str(p) for p in loc)
+        line = None
+        for n in range(len(parts), -1, -1):
+            if parts[:n] in lines:
+                line = lines[parts[:n]]
+                break
+        return Problem(source, ".".join(parts), message, line)
+
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError([problem(*_describe(err, data)) for err in exc.errors()]) from None
+
+    problems: list[Problem] = []
+    sections = (("dataset", "dataset"), ("models", "model"), ("attacks", "attack"),
+                ("explainers", "explainer"))
+    for section, kind in sections:
+        refs = [suite.dataset] if section == "dataset" else getattr(suite, section)
+        for i, ref in enumerate(refs):
+            base: tuple[Any, ...] = (section,) if section == "dataset" else (section, i)
+            known = registry.names(kind)
+            if ref.name not in known:
+                problems.append(problem((*base, "name"), _unknown(kind, ref.name, known)))
+                continue
+            if section == "dataset":
+                continue
+            component = registry.get(kind, ref.name)
+            try:
+                ref._params = component.validate_params(ref.raw_params)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc, message = _describe(err, ref.raw_params, component.params,
+                                             extra_known=_core_keys(type(ref)))
+                    problems.append(problem((*base, *loc), message))
+    if problems:
+        raise SuiteError(problems)
+    return suite
+
+
+def _core_keys(ref_type: type[BaseModel]) -> list[str]:
+    return list(ref_type.model_fields)
+
+
+def _unknown(kind: str, name: Any, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'{hint} (installed: {', '.join(known) or 'none'})"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
+    """The keys accepted at ``loc`` (a path into ``model``'s structure)."""
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(err: dict[str, Any], data: Any, model: type[BaseModel] = Suite,
+              extra_known: Sequence[str] = ()) -> tuple[tuple[Any, ...], str]:
+    """Turn one pydantic error into (location, one-line message)."""
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    given = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        known = [k for k in _fields_at(model, loc[:-1]) if k not in ("_params",)]
+        known = sorted(set(known) | set(extra_known)) if extra_known else known
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listing = f" (expected one of: {', '.join(known)})" if known else ""
+        return loc, f"unknown key '{loc[-1]}'{hint}{listing}"
+    if kind == "missing":
+        return loc, "required key is missing"
+    if kind == "value_error":
+        error = ctx.get("error")
+        if isinstance(error, _LocatedError):
+            return (*loc, *error.loc), str(error)
+        return loc, str(error) if error is not None else err.get("msg", "")
+    expected = _EXPECTED.get(kind)
+    if expected is None:
+        msg = err.get("msg", kind)
+        expected = msg[0].lower() + msg[1:] if msg else kind
+    else:
+        expected = expected.format(**{k: _fmt(v) for k, v in ctx.items()})
+    return loc, f"expected {expected}, got {_show(given)}"
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "greater_than": "a value > {gt}",
+    "greater_than_equal": "a value >= {ge}",
+    "less_than": "a value < {lt}",
+    "less_than_equal": "a value <= {le}",
+    "too_short": "at least {min_length} item(s)",
+    "too_long": "at most {max_length} item(s)",
+    "literal_error": "one of {expected}",
+    "enum": "one of {expected}",
+    "string_pattern_mismatch": "a name of letters, digits, '_', '-' and '.' (pattern {pattern})",
+}
+
+
+def _fmt(value: Any) -> str:
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        text = _type_name(value)
+    else:
+        text = repr(value) if isinstance(value, str) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,105 @@
+"""Shared fixtures: a small registry of synthetic components for fast core tests."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import benchlab
+from benchlab.components import DatasetInfo, DatasetSplit, FileStatus, Provenance
+from benchlab.plugins import build_registry
+
+
+class ToyDataset:
+    """Linearly separable 8x8 'digits' (a bright quadrant per class), generated in memory."""
+
+    info = DatasetInfo(name="toy", num_classes=4, shape=(1, 8, 8), mean=(0.25,), std=(0.4,))
+
+    def load(self, split, root: Path) -> DatasetSplit:
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        n = 256 if split == "train" else 128
+        labels = torch.randint(0, 4, (n,), generator=g)
+        images = torch.randint(0, 40, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+        for i, y in enumerate(labels.tolist()):
+            r, c = divmod(y, 2)
+            images[i, 0, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] += 200
+        return DatasetSplit(images, labels)
+
+    def fetch(self, root: Path) -> None:
+        return None
+
+    def files(self, root: Path) -> list[FileStatus]:
+        return []
+
+
+class TinyNet(nn.Module):
+    def __init__(self, info: DatasetInfo, width: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(info.shape[0], width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width * info.shape[1] * info.shape[2], info.num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn1(self.conv1(x))).flatten(1))
+
+
+class TinyParams(benchlab.Params):
+    width: int = 4
+
+
+class NoiseParams(benchlab.Params):
+    scale: float = 1.0
+
+
+def noise_attack(model, images, labels, eps, params):
+    """A valid (if weak) attack: a fixed sign pattern scaled by eps."""
+    pattern = torch.ones_like(images)
+    pattern[..., ::2] = -1
+    return torch.stack([(images + e * params.scale * pattern).clamp(0, 1) for e in eps])
+
+
+def cam_explainer(model, images, params):
+    return images[:, 0].clone()
+
+
+def toy_plugin() -> types.SimpleNamespace:
+    @benchlab.hookimpl
+    def register_datasets(register):
+        register("toy", ToyDataset())
+
+    @benchlab.hookimpl
+    def register_models(register):
+        register("tiny", lambda info, p: TinyNet(info, p.width), params=TinyParams)
+
+    @benchlab.hookimpl
+    def register_attacks(register):
+        register("noise", noise_attack, params=NoiseParams)
+
+    @benchlab.hookimpl
+    def register_explainers(register):
+        register("intensity", cam_explainer)
+
+    return types.SimpleNamespace(register_datasets=register_datasets,
+                                 register_models=register_models,
+                                 register_attacks=register_attacks,
+                                 register_explainers=register_explainers)
+
+
+TOY_PROVENANCE = Provenance("toy", "benchlab-tests", "0")
+
+
+@pytest.fixture
+def toy_registry():
+    return build_registry([("toy", toy_plugin(), TOY_PROVENANCE)], entry_points=False)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """Keep model checkpoints of a test inside its tmp directory."""
+    cache = tmp_path / "model-cache"
+    monkeypatch.setenv("BENCHLAB_CACHE", str(cache))
+    return cache

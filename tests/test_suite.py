@@ -1,0 +1,149 @@
+"""Suite validation: every malformed suite gives one clear line per problem."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from benchlab.suite import SuiteError, apply_overrides, load_suite
+
+GOOD = """\
+name: toy_suite
+dataset: {name: toy, train_size: 100}
+models:
+  - name: tiny
+    width: 3
+train: {runs: 2, epochs: 1}
+attacks:
+  - name: noise
+    eps: [0.1, 0.2]
+explainers:
+  - name: intensity
+evaluate: {test_size: 64, count: 4}
+"""
+
+
+def _write(tmp_path, text, name="suite.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _problems(tmp_path, registry, text, overrides=()):
+    path = _write(tmp_path, text)
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, registry, overrides)
+    return [str(p) for p in info.value.problems], str(path)
+
+
+def test_good_suite_validates_params_with_the_components_model(tmp_path, toy_registry):
+    suite = load_suite(_write(tmp_path, GOOD), toy_registry)
+    assert suite.models[0].params.width == 3
+    assert suite.attacks[0].params.scale == 1.0
+    assert suite.attacks[0].eps == [0.1, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # unknown top-level key, with a suggestion
+        (GOOD + "modles: []\n", ["modles: unknown key 'modles'; did you mean 'models'?"]),
+        # unknown key inside a section
+        (GOOD.replace("epochs: 1", "epoch: 1"), ["train.epoch: unknown key 'epoch'; did you mean 'epochs'?"]),
+        # wrong type
+        (GOOD.replace("runs: 2", "runs: many"), ["train.runs: expected an integer, got 'many'"]),
+        # out of range value inside a list
+        (GOOD.replace("[0.1, 0.2]", "[0.1, 0.2, 1.5]"), ["attacks.0.eps.2: expected a value <= 1.0, got 1.5"]),
+        # negative size
+        (GOOD.replace("train_size: 100", "train_size: -5"), ["dataset.train_size: expected a value > 0, got -5"]),
+        # misspelled component name
+        (GOOD.replace("name: noise", "name: nosie"), ["attacks.0.name: unknown attack 'nosie'; did you mean 'noise'?"]),
+        (GOOD.replace("name: toy,", "name: tyo,"), ["dataset.name: unknown dataset 'tyo'; did you mean 'toy'?"]),
+        # a component parameter the component does not have
+        (GOOD.replace("width: 3", "widht: 3"), ["models.0.widht: unknown key 'widht'; did you mean 'width'?"]),
+        # a component parameter of the wrong type
+        (GOOD.replace("width: 3", "width: wide"), ["models.0.width: expected an integer, got 'wide'"]),
+        # missing required section
+        ("name: x\nmodels: [{name: tiny}]\n", ["dataset: required key is missing"]),
+        # empty model list
+        (GOOD.replace("models:\n  - name: tiny\n    width: 3\n", "models: []\n"), ["models: expected at least 1 item(s)"]),
+        # literal choice
+        (GOOD.replace("epochs: 1", "epochs: 1, optimizer: rmsprop"), ["train.optimizer: expected one of 'sgd' or 'adam'"]),
+        # same component twice without labels
+        (GOOD.replace("explainers:", "  - name: noise\n    eps: [0.3]\nexplainers:"), ["attacks.1: 'noise' is already used by attacks.0"]),
+        # a section of the wrong shape
+        (GOOD.replace("evaluate: {test_size: 64, count: 4}", "evaluate: [1, 2]"), ["evaluate: expected a mapping, got a list"]),
+    ],
+)
+def test_malformed_suites_give_one_line_per_problem(tmp_path, toy_registry, text, expected):
+    problems, path = _problems(tmp_path, toy_registry, text)
+    assert len(problems) == len(expected), problems
+    for line, want in zip(problems, expected):
+        assert line.startswith(path + ":"), line
+        assert want in line, line
+        assert "\n" not in line
+
+
+def test_problem_lines_carry_the_yaml_line_number(tmp_path, toy_registry):
+    problems, path = _problems(tmp_path, toy_registry, GOOD.replace("[0.1, 0.2]", "[0.1, 7]"))
+    assert problems[0].startswith(f"{path}:9: attacks.0.eps.1:")
+
+
+def test_several_problems_are_all_reported(tmp_path, toy_registry):
+    text = GOOD.replace("runs: 2", "runs: 0").replace("name: noise", "name: nope")
+    problems, _ = _problems(tmp_path, toy_registry, text)
+    assert len(problems) == 1  # structure first: the range error stops before name lookup
+    text = GOOD.replace("name: noise", "name: nope").replace("name: intensity", "name: nada")
+    problems, _ = _problems(tmp_path, toy_registry, text)
+    assert len(problems) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "the file is empty"),
+        ("name: [unclosed\n", "invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping at the top level, got a list"),
+        ("name: a: b\n", "invalid YAML: mapping values are not allowed here"),
+    ],
+)
+def test_unreadable_files(tmp_path, toy_registry, text, expected):
+    problems, path = _problems(tmp_path, toy_registry, text)
+    assert len(problems) == 1 and expected in problems[0] and problems[0].startswith(path)
+
+
+def test_missing_file(tmp_path, toy_registry):
+    with pytest.raises(SuiteError, match="no such file"):
+        load_suite(tmp_path / "nope.yaml", toy_registry)
+
+
+def test_overrides_set_nested_keys_and_list_items(tmp_path, toy_registry):
+    path = _write(tmp_path, GOOD)
+    suite = load_suite(path, toy_registry, ["train.runs=5", "attacks.0.eps=[0.3]",
+                                            "attacks.0.scale=0.5", "report.alpha=0.01"])
+    assert suite.train.runs == 5
+    assert suite.attacks[0].eps == [0.3]
+    assert suite.attacks[0].params.scale == 0.5
+    assert suite.report.alpha == 0.01
+
+
+def test_overrides_are_validated_like_the_file(tmp_path, toy_registry):
+    problems, _ = _problems(tmp_path, toy_registry, GOOD, ["attacks.0.eps=[2]"])
+    assert "attacks.0.eps.0: expected a value <= 1.0, got 2" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("attacks.3.eps=[0.1]", "attacks.3: index 3 out of range (the list has 1 items)"),
+        ("train.runs", "expected PATH=VALUE"),
+        ("name.x=1", "name.x: cannot set a key inside a string"),
+        ("attacks.first.eps=1", "attacks.first: expected a list index, got 'first'"),
+    ],
+)
+def test_bad_overrides(override, expected):
+    data = {"name": "x", "attacks": [{"name": "noise", "eps": [0.1]}], "train": {}}
+    with pytest.raises(SuiteError) as info:
+        apply_overrides(data, [override])
+    assert expected in str(info.value)
