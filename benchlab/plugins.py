@@ -181,8 +181,8 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
                     raise
                 fail(name, provenance.distribution, _one_line(exc), exc)
                 continue
-        if pm.is_registered(target) or pm.get_plugin(name) is not None:
-            continue
+        if pm.get_plugin(name) is not None or any(p is target for p in pm.get_plugins()):
+            continue  # the same module advertised twice
         try:
             pm.register(target, name=name)
         except Exception as exc:

@@ -66,7 +66,7 @@ def cam_explainer(model, images, params):
     return images[:, 0].clone()
 
 
-def toy_plugin() -> types.SimpleNamespace:
+def toy_plugin() -> types.ModuleType:
     @benchlab.hookimpl
     def register_datasets(register):
         register("toy", ToyDataset())
@@ -83,10 +83,10 @@ def toy_plugin() -> types.SimpleNamespace:
     def register_explainers(register):
         register("intensity", cam_explainer)
 
-    return types.SimpleNamespace(register_datasets=register_datasets,
-                                 register_models=register_models,
-                                 register_attacks=register_attacks,
-                                 register_explainers=register_explainers)
+    module = types.ModuleType("toy_plugin")
+    for hook in (register_datasets, register_models, register_attacks, register_explainers):
+        setattr(module, hook.__name__, hook)
+    return module
 
 
 TOY_PROVENANCE = Provenance("toy", "benchlab-tests", "0")
