@@ -116,9 +116,8 @@ def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float,
     md += [f"### Final test accuracy (epoch {last_epoch})", "", _md_table(pd.DataFrame(final_rows))]
 
     stat_rows = table[table["metric"] == "test_acc"].copy()
-    stat_rows["mean"] = (stat_rows["mean"] * 100).round(3)
-    stat_rows["std"] = (stat_rows["std"] * 100).round(3)
-    stat_rows["ci95"] = (stat_rows["ci95"] * 100).round(3)
+    for column in ("mean", "std", "ci95"):
+        stat_rows[column] = [_pct(v) for v in stat_rows[column]]
     md += ["### Test accuracy per epoch (%)", "",
            _md_table(stat_rows[["model", "epoch", "mean", "std", "ci95", "n"]])]
 
@@ -143,14 +142,19 @@ def _welch_section(test: pd.DataFrame, baseline: str, other: str, alpha: float) 
             better.append(diff > 0)
         rows.append({"epoch": epoch, f"{other} (%)": f"{sum(a) / len(a) * 100:.2f}" if a else "–",
                      f"{baseline} (%)": f"{sum(b) / len(b) * 100:.2f}" if b else "–",
-                     "difference (pp)": f"{diff:+.2f}", "t": f"{w.t:.2f}",
+                     "difference (pp)": f"{diff:+.2f}",
+                     "t": "–" if math.isnan(w.t) else f"{w.t:.2f}",
                      "p": "–" if math.isnan(w.p) else f"{w.p:.3g}",
                      f"p < {alpha:g}": "yes" if sig else "no"})
     md = [f"### Welch t-test: {other} against {baseline} (test accuracy)", "",
           _md_table(pd.DataFrame(rows))]
     md += [_welch_sentence(other, baseline, epochs, significant, better, alpha,
-                           all(math.isnan(float(r["t"])) for r in rows)), ""]
+                           all(r["t"] == "–" for r in rows)), ""]
     return md
+
+
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value * 100:.2f}"
 
 
 def _span(epochs: list[int]) -> str:
@@ -188,13 +192,13 @@ def _welch_sentence(other: str, baseline: str, epochs: list[int], significant: l
         text += (f"The data support \"faster convergence, same final accuracy\": {other} "
                  f"leads early, and the final-epoch difference is not significant.")
     elif final_sig:
-        text += (f"The final accuracies differ significantly, so the data do not support "
-                 f"\"same final accuracy\".")
+        text += ("The final accuracies differ significantly, so the data do not support "
+                 "\"same final accuracy\".")
     elif not significant:
         text += ("No epoch shows a significant difference: with these runs the data show "
                  "neither faster convergence nor a different final accuracy.")
     else:
-        text += f"The final-epoch difference is not significant."
+        text += "The final-epoch difference is not significant."
     return text
 
 
@@ -216,7 +220,8 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
             for eps in sorted(set(per_eps["eps"])):
                 cell = per_eps[per_eps["eps"] == eps]
 
-                def fmt(metric: str, scale: float = 1.0, digits: int = 2) -> str:
+                def fmt(metric: str, scale: float = 1.0, digits: int = 2,
+                        cell: pd.DataFrame = cell) -> str:
                     values = cell[cell["metric"] == metric]["value"].tolist()
                     return stats.format_mean_std(stats.summarize(values), scale, digits) \
                         if values else "–"

@@ -242,7 +242,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            problems.append(Problem(source, path, f"value is not valid YAML: {exc.__class__.__name__}"))
+            problems.append(Problem(source, path,
+                                    f"value is not valid YAML: {exc.__class__.__name__}"))
             continue
         keys = path.split(".")
         if not path or any(k == "" for k in keys):

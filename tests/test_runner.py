@@ -1,0 +1,198 @@
+"""The runner on synthetic components: results layout, resume, and untrusted plugins."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import toy_plugin
+
+import benchlab
+from benchlab import runner
+from benchlab.cache import ModelCache
+from benchlab.components import Provenance
+from benchlab.plugins import build_registry
+from benchlab.report import render
+from benchlab.store import COLUMNS, RunStore
+from benchlab.suite import validate_suite
+
+SUITE = {
+    "name": "toy",
+    "dataset": {"name": "toy", "train_size": 192, "test_size": 96},
+    "models": [{"name": "tiny"}, {"name": "tiny", "label": "wide", "width": 6}],
+    "train": {"runs": 2, "epochs": 2, "batch_size": 32, "lr": 0.05},
+    "attacks": [{"name": "noise", "eps": [0.1, 0.3]}],
+    "explainers": [{"name": "intensity"}],
+    "evaluate": {"test_size": 64, "explain_size": 32, "count": 4},
+}
+TIMING = {"epoch_time_s", "images_per_s", "attack_time_s", "explain_images_per_s"}
+
+
+def _suite(registry, **changes):
+    data = json.loads(json.dumps(SUITE))
+    data.update(changes)
+    return validate_suite(data, registry)
+
+
+def _run(registry, out, cache_dir, **kw):
+    return runner.run_suite(_suite(registry, **kw), registry, out, device="cpu",
+                            cache=ModelCache(cache_dir), log=lambda s: None)
+
+
+def _measurements(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows without wall-clock metrics, in a canonical order."""
+    keep = frame[~frame["metric"].isin(TIMING)].drop(columns=["job"])
+    return keep.sort_values([c for c in COLUMNS if c not in ("job", "value")],
+                            na_position="first").reset_index(drop=True)
+
+
+def test_run_writes_the_documented_layout(tmp_path, toy_registry):
+    out = tmp_path / "run"
+    outcome = _run(toy_registry, out, tmp_path / "cache")
+    assert not outcome.failed
+    for name in ("suite.yaml", "environment.json", "results.csv", "jobs.csv"):
+        assert (out / name).is_file(), name
+    env = json.loads((out / "environment.json").read_text())
+    assert env["seeds"] == [1, 2] and env["torch"] == torch.__version__
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == COLUMNS
+    train = results[results["metric"] == "test_acc"]
+    assert len(train) == 2 * 2 * 2  # models x runs x epochs
+    assert set(results["model"]) == {"tiny", "wide"}
+    attack = results[(results["metric"] == "accuracy")]
+    assert sorted(set(attack["eps"])) == [0.0, 0.1, 0.3]
+    assert set(results[results["explainer"].notna()]["metric"]) >= {
+        "cam_similarity", "cam_background_share", "cam_intensity"}
+    # the resolved suite round-trips
+    again = validate_suite(yaml.safe_load((out / "suite.yaml").read_text()), toy_registry)
+    assert again == _suite(toy_registry)
+
+    summary = render(out).read_text()
+    assert "## Training" in summary and "Welch t-test" in summary
+    assert "## Robustness" in summary and "## Attention under attack" in summary
+    for png in ("test_accuracy.png", "train_accuracy.png", "robustness.png", "attention.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert list(out.glob("grid_*.png"))
+
+
+def test_training_is_reproducible_and_cached(tmp_path, toy_registry):
+    a = _run(toy_registry, tmp_path / "a", tmp_path / "cache-a")
+    b = _run(toy_registry, tmp_path / "b", tmp_path / "cache-b")
+    assert not a.failed and not b.failed
+    ra, rb = (_measurements(pd.read_csv(p / "results.csv")) for p in (a.out_dir, b.out_dir))
+    pd.testing.assert_frame_equal(ra, rb)
+    # a third run with the first cache trains nothing: the checkpoints are reused
+    calls = []
+    original = runner.training.train_runs
+    runner.training.train_runs = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        c = _run(toy_registry, tmp_path / "c", tmp_path / "cache-a")
+    finally:
+        runner.training.train_runs = original
+    assert not calls and not c.failed
+    pd.testing.assert_frame_equal(ra, _measurements(pd.read_csv(c.out_dir / "results.csv")))
+
+
+def test_interrupted_run_resumes_to_the_same_rows(tmp_path, toy_registry, monkeypatch):
+    reference = _run(toy_registry, tmp_path / "ref", tmp_path / "cache-ref")
+    expected = _measurements(pd.read_csv(reference.out_dir / "results.csv"))
+
+    out = tmp_path / "interrupted"
+    calls = {"n": 0}
+    original = runner._run_attack
+
+    def interrupt_second_attack(job, ctx):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(job, ctx)
+
+    monkeypatch.setattr(runner, "_run_attack", interrupt_second_attack)
+    with pytest.raises(KeyboardInterrupt):
+        _run(toy_registry, out, tmp_path / "cache")
+    kept = RunStore(out).finished_ok()
+    assert any(j.startswith("train-") for j in kept) and len(kept) < 16
+    partial = pd.read_csv(out / "results.csv")
+    assert set(partial["job"]) == kept  # results.csv holds every finished job, nothing else
+
+    monkeypatch.setattr(runner, "_run_attack", original)
+    outcome = runner.run_suite(_suite(toy_registry), toy_registry, out, device="cpu",
+                               resume=True, cache=ModelCache(tmp_path / "cache"),
+                               log=lambda s: None)
+    assert set(outcome.skipped) == kept and not outcome.failed
+    pd.testing.assert_frame_equal(_measurements(pd.read_csv(out / "results.csv")), expected)
+
+
+def _registry_with(**broken):
+    """The toy registry plus a plugin registering the given broken attacks/explainers."""
+    import types
+
+    module = types.ModuleType("broken_plugin")
+
+    @benchlab.hookimpl
+    def register_attacks(register):
+        for name, fn in broken.items():
+            if name.startswith("attack_"):
+                register(name.removeprefix("attack_"), fn)
+
+    @benchlab.hookimpl
+    def register_explainers(register):
+        for name, fn in broken.items():
+            if name.startswith("explainer_"):
+                register(name.removeprefix("explainer_"), fn)
+
+    module.register_attacks, module.register_explainers = register_attacks, register_explainers
+    return build_registry([("toy", toy_plugin(), Provenance("toy", "benchlab-tests", "0")),
+                           ("broken", module, Provenance("broken", "broken-pkg", "9"))],
+                          entry_points=False)
+
+
+def _raise(*args):
+    raise RuntimeError("kaboom")
+
+
+def _outside_ball(model, images, labels, eps, params):
+    return torch.stack([(images + 2 * e).clamp(0, 1) for e in eps])
+
+
+def _nan_attack(model, images, labels, eps, params):
+    out = torch.stack([images.clone() for _ in eps])
+    out[0, 0, 0, 0, 0] = math.nan
+    return out
+
+
+def _nan_explainer(model, images, params):
+    return torch.full(images.shape[:1] + images.shape[2:], math.nan)
+
+
+@pytest.mark.parametrize(
+    ("broken", "section", "message"),
+    [
+        ({"attack_raises": _raise}, "attacks", "RuntimeError: kaboom"),
+        ({"attack_leaky": _outside_ball}, "attacks", "eps"),
+        ({"attack_nan": _nan_attack}, "attacks", "finite"),
+        ({"explainer_nan": _nan_explainer}, "explainers", "finite"),
+    ],
+)
+def test_a_broken_component_fails_only_its_jobs(tmp_path, broken, section, message):
+    registry = _registry_with(**broken)
+    name = next(iter(broken)).split("_", 1)[1]
+    extra = {"name": name, "eps": [0.1]} if section == "attacks" else {"name": name}
+    suite = _suite(registry, **{section: [*SUITE[section], extra]},
+                   models=[{"name": "tiny"}], train={"runs": 1, "epochs": 1})
+    outcome = runner.run_suite(suite, registry, tmp_path / "out", device="cpu",
+                               cache=ModelCache(tmp_path / "cache"), log=lambda s: None)
+    assert outcome.failed, "the broken component should fail its jobs"
+    assert all(name in job for job in outcome.failed)
+    direct = {j: t for j, t in outcome.failed.items() if not t.startswith("not run:")}
+    assert direct and all(message in t and "broken-pkg 9" in t for t in direct.values())
+    jobs = pd.read_csv(tmp_path / "out" / "jobs.csv")
+    assert (jobs[jobs["status"] == "ok"]["id"].str.contains(name)).sum() == 0
+    healthy = jobs[~jobs["id"].str.contains(name)]
+    assert (healthy["status"] == "ok").all() and len(healthy) >= 3
+    summary = render(tmp_path / "out").read_text()
+    assert "## Failures" in summary and name in summary
