@@ -152,14 +152,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (KeyError, LookupError, ValueError) as exc:
         raise _UsageError(str(exc).strip("'\"")) from None
     results = testing.run_checks(component, device=args.device)
-    failed = 0
+    counts = {"PASS": 0, "SKIP": 0, "FAIL": 0}
     for result in results:
-        status = "PASS" if result.passed else ("SKIP" if getattr(result, "skipped", False)
-                                                else "FAIL")
-        failed += status == "FAIL"
+        status = "PASS" if result.passed else ("SKIP" if result.skipped else "FAIL")
+        counts[status] += 1
         line = f"{status}  {component.kind} {component.name}: {result.name}"
         print(line + (f" — {result.message}" if result.message and status != "PASS" else ""))
-    print(f"{len(results) - failed} passed, {failed} failed")
+    failed = counts["FAIL"]
+    print(f"{counts['PASS']} passed, {failed} failed, {counts['SKIP']} skipped")
     return EXIT_FAILED_JOBS if failed else EXIT_OK
 
 

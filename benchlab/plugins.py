@@ -193,7 +193,7 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        bad = exc.plugin_name if hasattr(exc, "plugin_name") else "?"
+        bad = pm.get_name(exc.plugin) or "?"
         raise PluginError(f"plugin {bad}: {exc}") from None
 
     provenance_by_name = dict(loaded)

@@ -69,7 +69,9 @@ class _Context:
         limit = size if size is not None else dataset.get(f"{which}_size")
         key = (dataset["name"], which, limit)
         if key not in self._splits:
-            full = self.registry.get("dataset", dataset["name"]).obj.load(which, self.root)
+            component = self.registry.get("dataset", dataset["name"])
+            with _blame("dataset", dataset["name"], component):
+                full = component.obj.load(which, self.root)
             self._splits[key] = full.head(limit)
         return self._splits[key]
 
@@ -90,13 +92,22 @@ class _Context:
         params = component.params.model_validate(job.model.params)
         return component.obj(self.dataset_info(job.dataset), params)
 
-    def trained_model(self, job: Job) -> torch.nn.Module:
+    def trained_model(self, job: Job, probe: torch.Tensor) -> torch.nn.Module:
+        """The job's trained model from the cache, checked on a first batch ``probe``."""
         cached = self.cache.load(model_key(self.identity(job)))
         if cached is None:
-            raise RuntimeError(f"no trained model in the cache for {job.model.key} run {job.run}")
-        model = self.build(job)
-        model.load_state_dict(cached[0])
-        return model.to(self.device).eval()
+            raise guards.ComponentError(
+                f"no trained model '{job.model.key}' (run {job.run}) in the model cache "
+                f"{self.cache.root}; run the suite again without --resume to train it")
+        component = self.model_component(job)
+        with _blame("model", job.model.key, component):
+            model = self.build(job)
+            model.load_state_dict(cached[0])
+            model = model.to(self.device).eval()
+            with torch.no_grad():
+                guards.check_logits(model(probe), len(probe),
+                                    self.dataset_info(job.dataset).num_classes)
+        return model
 
 
 def _row(job: Job, metric: str, value: float, **where: Any) -> dict[str, Any]:
@@ -173,15 +184,15 @@ def _run_attack(job: Job, ctx: _Context) -> list[dict[str, Any]]:
     assert job.attack is not None
     component = ctx.registry.get("attack", job.attack.name)
     params = component.params.model_validate(job.attack.params)
-    model = ctx.trained_model(job)
     split = ctx.split(job.dataset, "test", job.evaluate["test_size"])
     images, labels = split.floats(ctx.device), split.labels.to(ctx.device)
     batch = job.evaluate["batch_size"]
+    model = ctx.trained_model(job, images[:batch])
     clean_pred, _ = _predict(model, images, batch)
     eps = list(job.eps)
 
     started = time.perf_counter()
-    with _blame("attack", job.attack.key, component):
+    with _blame("attack", job.attack.key, component), _seeded(job.seed, ctx.device):
         adversarial = component.obj(model, images, labels, eps, params)
         guards.check_adversarial(images, adversarial, eps)
     seconds = time.perf_counter() - started
@@ -216,10 +227,10 @@ def _run_explain(job: Job, ctx: _Context) -> list[dict[str, Any]]:
     assert job.explainer is not None
     component = ctx.registry.get("explainer", job.explainer.name)
     params = component.params.model_validate(job.explainer.params)
-    model = ctx.trained_model(job)
     size = job.evaluate["explain_size"]
     split = ctx.split(job.dataset, "test", size)
     images, labels = split.floats(ctx.device), split.labels.to(ctx.device)
+    model = ctx.trained_model(job, images[: job.evaluate["batch_size"]])
     eps: list[float] = [0.0]
     batches = [images]
     if job.attack is not None:
@@ -230,7 +241,7 @@ def _run_explain(job: Job, ctx: _Context) -> list[dict[str, Any]]:
 
     maps = []
     started = time.perf_counter()
-    with _blame("explainer", job.explainer.key, component):
+    with _blame("explainer", job.explainer.key, component), _seeded(job.seed, ctx.device):
         for batch in batches:
             cam = component.obj(model, batch, params)
             guards.check_explanation(batch, cam)
@@ -266,17 +277,31 @@ def _run_explain(job: Job, ctx: _Context) -> list[dict[str, Any]]:
 
 
 @contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global RNGs for one component call, leaving the caller's state untouched."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def _blame(kind: str, key: str, component: Component) -> Iterator[None]:
     """Prefix any failure inside a component call with who is responsible."""
     try:
         yield
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, _Attributed):
         raise
+    except guards.ComponentError as exc:  # a broken contract, found by a guard
+        raise _Attributed(f"{kind} '{key}' from {component.provenance}: {exc}") from exc
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        raise guards.ComponentError(
-            f"{kind} '{key}' from {component.provenance}: {text}") from exc
+        raise _Attributed(f"{kind} '{key}' from {component.provenance}: {text}") from exc
+
+
+class _Attributed(guards.ComponentError):
+    """A component failure whose message already names the component."""
 
 
 # --------------------------------------------------------------------------- the run

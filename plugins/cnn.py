@@ -1,1 +1,96 @@
-"""placeholder"""
+"""The small MNIST CNN, with (``cnn_bn``) and without (``cnn``) BatchNorm.
+
+conv1 (C->32, 3x3) -> [bn1] -> ReLU -> conv2 (32->64, 3x3) -> [bn2] -> ReLU
+-> max-pool 2 -> dropout -> fc1 (64*H'*W' -> 128) -> ReLU -> dropout -> fc2 (128 -> classes)
+
+For 28x28 MNIST, H' = W' = 12 and fc1 has 9216 inputs. The layers keep these
+attribute names so that layer-based explainers (Grad-CAM) can address ``conv2``
+or ``bn2`` by name. The model takes images in [0, 1] and applies the dataset's
+normalisation itself, so attacks and explainers work in pixel space.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+import benchlab
+from benchlab.components import DatasetInfo
+
+
+class CNNParams(benchlab.Params):
+    """Dropout rates of the two dropout layers (the original defaults)."""
+
+    dropout1: float = Field(0.25, ge=0.0, lt=1.0, description="after the max-pool")
+    dropout2: float = Field(0.5, ge=0.0, lt=1.0, description="after fc1")
+
+
+class CNN(nn.Module):
+    """Two 3x3 convolutions, a max-pool and two fully connected layers.
+
+    ``batch_norm`` adds ``bn1`` and ``bn2`` after the convolutions; without it the
+    model has no BatchNorm attributes at all, so asking for ``bn2`` fails loudly.
+    """
+
+    def __init__(self, info: DatasetInfo, params: CNNParams | None = None,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        params = params or CNNParams()
+        channels, height, width = info.shape
+        if len(info.mean) != channels or len(info.std) != channels:
+            raise ValueError(f"mean/std need one value per channel ({channels})")
+        if height < 6 or width < 6:
+            raise ValueError(f"images of {height}x{width} are too small for this CNN")
+        # Non-persistent: the normalisation belongs to the dataset, not the weights.
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, channels, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, channels, 1, 1),
+                             persistent=False)
+        self.batch_norm = batch_norm
+        self.conv1 = nn.Conv2d(channels, 32, 3)
+        if batch_norm:
+            self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        if batch_norm:
+            self.bn2 = nn.BatchNorm2d(64)
+        self.dropout1 = nn.Dropout(params.dropout1)
+        self.fc1 = nn.Linear(64 * ((height - 4) // 2) * ((width - 4) // 2), 128)
+        self.dropout2 = nn.Dropout(params.dropout2)
+        self.fc2 = nn.Linear(128, info.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        x = self.conv1(x)
+        if self.batch_norm:
+            x = self.bn1(x)
+        x = F.relu(x)
+        x = self.conv2(x)
+        if self.batch_norm:
+            x = self.bn2(x)
+        x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = self.dropout2(x)
+        return self.fc2(x)
+
+
+def build_cnn(info: DatasetInfo, params: CNNParams) -> CNN:
+    """The CNN without BatchNorm."""
+    return CNN(info, params, batch_norm=False)
+
+
+def build_cnn_bn(info: DatasetInfo, params: CNNParams) -> CNN:
+    """The CNN with BatchNorm after each convolution."""
+    return CNN(info, params, batch_norm=True)
+
+
+@benchlab.hookimpl
+def register_models(register):
+    register("cnn", build_cnn, params=CNNParams,
+             description="2 conv + 2 fc layers with dropout (the original MNIST CNN)")
+    register("cnn_bn", build_cnn_bn, params=CNNParams,
+             description="the same CNN with BatchNorm after each convolution")

@@ -1,0 +1,129 @@
+"""Run-time checks on what components return: benchlab trusts no plugin.
+
+The runner passes every attack's, explainer's and model's output through one of
+these functions before using it. A violation raises :class:`ComponentError`
+with a one-line message that says what was violated and by how much; the runner
+records it against the jobs that used the component and carries on with the rest.
+
+The checks run on every batch, so each one is a few vectorised reductions
+whose results reach the host in a single transfer; counting NaN and Inf, the
+one extra pass, happens only when there is something to report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["ComponentError", "check_adversarial", "check_explanation", "check_logits"]
+
+
+class ComponentError(Exception):
+    """A component returned something that breaks its contract."""
+
+
+def check_adversarial(images: torch.Tensor, adv: object, eps: Sequence[float], *,
+                      atol: float = 1e-5) -> None:
+    """Check an attack's output ``adv`` for the clean ``images`` and radii ``eps``.
+
+    ``adv`` must be a tensor of shape ``(len(eps), *images.shape)`` with the dtype
+    and device of ``images``, finite, inside [0, 1] and, for every ``i``, inside
+    the L∞ ball of radius ``eps[i]`` around ``images``; the last two within ``atol``.
+    """
+    eps = [float(e) for e in eps]
+    _check_tensor("adversarial batch", adv, (len(eps), *images.shape), images)
+    assert isinstance(adv, torch.Tensor)
+    if adv.numel() == 0:
+        return
+    distance = (adv - images).abs_().flatten(1).amax(dim=1)
+    low, high, *dist = _host(*torch.aminmax(adv), distance)
+    _raise_if_nonfinite("adversarial batch", adv, low, high)
+    _raise_if_outside_unit_range("adversarial batch", low, high, atol)
+    excess = [d - e for d, e in zip(dist, eps, strict=True)]
+    worst = max(range(len(eps)), key=excess.__getitem__)
+    if excess[worst] > atol:
+        raise ComponentError(
+            f"adversarial batch: outside the L∞ ε-ball: max |adv - x| = {dist[worst]:.6g} for "
+            f"ε = {eps[worst]:.6g} (eps[{worst}]), over by {excess[worst]:.3g} "
+            f"(tolerance {atol:g})")
+
+
+def check_explanation(images: torch.Tensor, maps: object, *, atol: float = 1e-5) -> None:
+    """Check an explainer's output ``maps`` for ``images`` of shape (N, C, H, W).
+
+    ``maps`` must be a floating-point tensor of shape (N, H, W) on the device of
+    ``images``, finite and inside [0, 1] within ``atol``.
+    """
+    n, _, height, width = images.shape
+    _check_tensor("explanation maps", maps, (n, height, width), images, same_dtype=False)
+    assert isinstance(maps, torch.Tensor)
+    if not maps.is_floating_point():
+        raise ComponentError(f"explanation maps: dtype {maps.dtype}, expected a "
+                             "floating-point dtype")
+    if maps.numel() == 0:
+        return
+    low, high = _host(*torch.aminmax(maps))
+    _raise_if_nonfinite("explanation maps", maps, low, high)
+    _raise_if_outside_unit_range("explanation maps", low, high, atol)
+
+
+def check_logits(logits: object, n: int, num_classes: int) -> None:
+    """Check a model's output: floating-point logits of shape (n, num_classes), finite."""
+    if not isinstance(logits, torch.Tensor):
+        raise ComponentError(f"model returned {type(logits).__name__}, expected a torch.Tensor "
+                             f"of logits of shape ({n}, {num_classes})")
+    if tuple(logits.shape) != (n, num_classes):
+        raise ComponentError(f"logits: shape {_shape(logits.shape)}, expected "
+                             f"({n}, {num_classes}) (images, classes)")
+    if not logits.is_floating_point():
+        raise ComponentError(f"logits: dtype {logits.dtype}, expected a floating-point dtype")
+    if logits.numel():
+        _raise_if_nonfinite("logits", logits, *_host(*torch.aminmax(logits)))
+
+
+# -- pieces ----------------------------------------------------------------------
+
+def _check_tensor(what: str, value: object, shape: tuple[int, ...], like: torch.Tensor,
+                  *, same_dtype: bool = True) -> None:
+    """Type and shape; device and (with ``same_dtype``) dtype of ``like``."""
+    if not isinstance(value, torch.Tensor):
+        raise ComponentError(f"{what}: got {type(value).__name__}, expected a torch.Tensor of "
+                             f"shape {_shape(shape)}")
+    if tuple(value.shape) != tuple(shape):
+        raise ComponentError(f"{what}: shape {_shape(value.shape)}, expected {_shape(shape)}")
+    if same_dtype and value.dtype != like.dtype:
+        raise ComponentError(f"{what}: dtype {value.dtype}, expected {like.dtype} "
+                             "(the input's)")
+    if value.device != like.device:
+        raise ComponentError(f"{what}: device {value.device}, expected {like.device} "
+                             "(the input's)")
+
+
+def _host(*parts: torch.Tensor) -> list[float]:
+    """Every value of ``parts`` as Python floats, in one device-to-host transfer."""
+    flat = [p.detach().reshape(-1).to(torch.float64) for p in parts]
+    return torch.cat(flat).tolist()
+
+
+def _raise_if_nonfinite(what: str, x: torch.Tensor, low: float, high: float) -> None:
+    """``low`` and ``high`` are ``x``'s extremes: NaN propagates into them and an
+    infinite value is one of them, so only a failing tensor needs counting."""
+    if math.isfinite(low) and math.isfinite(high):
+        return
+    nan, inf = _host(torch.isnan(x).sum(), torch.isinf(x).sum())
+    raise ComponentError(f"{what}: non-finite values: {int(nan)} NaN, {int(inf)} Inf")
+
+
+def _raise_if_outside_unit_range(what: str, low: float, high: float, atol: float) -> None:
+    if low < -atol:
+        raise ComponentError(f"{what}: outside [0, 1]: minimum {low:.6g}, below 0 by {-low:.3g} "
+                             f"(tolerance {atol:g})")
+    if high > 1.0 + atol:
+        raise ComponentError(f"{what}: outside [0, 1]: maximum {high:.6g}, above 1 by "
+                             f"{high - 1.0:.3g} (tolerance {atol:g})")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"

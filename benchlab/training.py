@@ -1,0 +1,470 @@
+"""Train many seeded runs of one model, fast, on data held in memory.
+
+A benchmark trains the same configuration under many seeds, so the unit of work
+here is a list of runs, not one model. What makes it fast on a CPU:
+
+* the data is a pair of in-memory tensors: each step gathers a batch of uint8
+  images and converts it to floats, with no DataLoader, per-sample transforms or
+  worker processes;
+* convolutional models run in channels-last memory format (oneDNN's fast path);
+* losses and hits are accumulated on tensors and read once per epoch, so the hot
+  loop never waits on ``.item()``;
+* dropout masks come from a fast generator of random bits (``nn.Dropout``'s
+  Bernoulli sampler costs about as much as a convolution of this model);
+* runs are trained *together* where that pays (see :func:`pack_size`): on a CPU,
+  a pack of R runs trains concurrently, one run per core with one intra-op thread
+  each, which beats sharing every operation of one run between the cores because
+  most operations of a small model are too small to split well.
+
+Batching several runs into one set of kernels (``torch.func.vmap`` over stacked
+parameters, which turns convolutions into grouped convolutions) was measured and
+is slower on CPU than training the runs one at a time; see
+``benchmarks/bench_training.py``.
+
+Every run owns its randomness: its model is initialised under its seed, and a
+``torch.Generator`` seeded from it draws the data order (a new permutation per
+epoch) and every dropout mask. ``nn.Dropout`` layers of the built model are
+replaced by an equivalent layer that draws from that generator, so a run's
+result does not depend on whether it was trained alone or in a pack. A model
+that still draws from the global random number generator (a layer other than
+``nn.Dropout``) is detected and trained one run at a time, with the global
+generator seeded from the run's seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchlab.components import DatasetSplit
+
+__all__ = ["EpochRecord", "RunResult", "TrainConfig", "evaluate", "pack_size", "train_runs"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every run of a configuration is trained (the original experiment's defaults).
+
+    ``momentum`` applies to SGD only; Adam uses its default betas. ``precision="bf16"``
+    runs forward and backward under bfloat16 autocast with float32 master weights.
+    """
+
+    epochs: int = 14
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    test_batch_size: int = 1000
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.test_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of one run.
+
+    ``train_loss`` and ``train_acc`` are measured on the training batches as they
+    are trained on (train mode, dropout active), averaged over samples; the test
+    metrics come from :func:`evaluate` after the epoch, in float32.
+
+    ``epoch_time_s`` is the wall time of the epoch's training steps. A run trained
+    in a pack of R runs shares the machine with the other R - 1 during that time, so
+    ``images_per_s`` is the pack's throughput, ``R * len(train) / epoch_time_s``:
+    the rate at which the machine trained runs of this configuration. Dividing the
+    pack's time by R instead would credit each run with work it did not do alone.
+    """
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    epoch_time_s: float
+    images_per_s: float
+
+
+@dataclass
+class RunResult:
+    """A trained run: its seed, one record per epoch and its final weights (on CPU)."""
+
+    seed: int
+    epochs: list[EpochRecord]
+    state_dict: dict[str, torch.Tensor]
+
+
+OnEpoch = Callable[[int, EpochRecord], None]
+
+
+def pack_size(config: TrainConfig, device: torch.device | str) -> int:
+    """How many runs :func:`train_runs` trains together on ``device``.
+
+    On a CPU: one run per intra-op thread (core). Training two runs of ``cnn_bn``
+    concurrently with one thread each was measured faster than training them one
+    after the other with two threads each, in float32 and in bfloat16 (see
+    ``benchmarks/bench_training.py``). On other devices runs are trained one at a
+    time.
+    """
+    del config  # the measured gain held for every configuration tried
+    if torch.device(device).type != "cpu":
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: DatasetSplit,
+               config: TrainConfig, seeds: Sequence[int],
+               device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
+               *, pack: int | None = None) -> list[RunResult]:
+    """Train one run per seed of the model ``build()`` returns; results in seed order.
+
+    ``build`` is called once per run under that run's seed and must return a module
+    mapping images in [0, 1] of shape (N, C, H, W) to logits. ``on_epoch(i, record)``
+    is called in the calling thread after every epoch of run ``seeds[i]``. ``pack``
+    overrides :func:`pack_size` (1 trains the runs one at a time).
+
+    The same seeds give the same results on the same machine. A run trained in a
+    pack computes with one intra-op thread instead of all of them, which changes
+    results by floating-point rounding only.
+    """
+    device = torch.device(device)
+    seeds = [int(s) for s in seeds]
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError("train and test splits must not be empty")
+    if not seeds:
+        return []
+    pack = pack_size(config, device) if pack is None else pack
+    if pack < 1:
+        raise ValueError(f"pack must be >= 1, got {pack}")
+    data = _Data(train, test, device)
+
+    if pack > 1 and _draws_from_global_rng(_prepare(build, seeds[0], device), data):
+        pack = 1  # its randomness could only be reproduced with one run at a time
+
+    results: list[RunResult | None] = [None] * len(seeds)
+    for first in range(0, len(seeds), pack):
+        indices = range(first, min(first + pack, len(seeds)))
+        # Built here, one after the other: seeding the global generator is not thread-safe.
+        models = {i: _prepare(build, seeds[i], device) for i in indices}
+        if len(indices) == 1:
+            i = indices[0]
+            emit = functools.partial(on_epoch or _ignore, i)
+            results[i] = _train_run(models[i], seeds[i], data, config, device, emit, pack=1)
+        else:
+            for i, result in _train_concurrently(models, seeds, data, config, device,
+                                                 on_epoch).items():
+                results[i] = result
+    return [r for r in results if r is not None]
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 1000,
+             device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``, in eval mode and float32.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for begin in range(0, len(split), batch_size):
+            images = _to_float(split.images[begin:begin + batch_size].to(device))
+            labels = split.labels[begin:begin + batch_size].to(device)
+            logits = model(images).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == labels).sum()
+    finally:
+        model.train(was_training)
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+# -- one run ------------------------------------------------------------------------
+
+class _Data:
+    """Both splits on the training device, shared read-only by every run."""
+
+    def __init__(self, train: DatasetSplit, test: DatasetSplit, device: torch.device) -> None:
+        self.images = train.images.to(device)
+        self.labels = train.labels.to(device)
+        self.test = DatasetSplit(test.images.to(device), test.labels.to(device))
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+class _Cancelled(Exception):
+    """Raised inside a run when the pack it belongs to is abandoned."""
+
+
+def _ignore(*_: object) -> None:
+    return None
+
+
+def _train_run(model: nn.Module, seed: int, data: _Data, config: TrainConfig,
+               device: torch.device, emit: Callable[[EpochRecord], None], pack: int,
+               cancel: threading.Event | None = None) -> RunResult:
+    """Train one freshly built run for all epochs, with its own generator."""
+    generator = torch.Generator().manual_seed(seed)
+    # Masks are drawn on the training device; there, a generator of that device.
+    mask_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(
+        int(torch.randint(2**62, (1,), generator=generator)))
+    _seed_dropouts(model, mask_generator)
+    optimizer = _optimizer(model, config, device)
+    step = _Step(model, optimizer, config, device, _wants_channels_last(model, device))
+    records: list[EpochRecord] = []
+    # Seeding the global generator too makes a model that draws from it (trained
+    # only ever alone, see train_runs) reproducible; seeded dropouts never touch it.
+    with _global_rng_seeded(seed, device, enabled=pack == 1):
+        for epoch in range(1, config.epochs + 1):
+            train_loss, train_acc, seconds = _train_epoch(step, data, config, generator, cancel)
+            test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device)
+            record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc,
+                                 seconds, pack * len(data) / seconds)
+            records.append(record)
+            emit(record)
+    state = {name: t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+             for name, t in model.state_dict().items()}
+    return RunResult(seed=seed, epochs=records, state_dict=state)
+
+
+def _prepare(build: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """``build()`` with parameters initialised under ``seed``, on ``device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build()
+    model = model.to(device)
+    if _wants_channels_last(model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def _wants_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """oneDNN's convolutions are fastest on channels-last tensors; other layers do not care."""
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device
+               ) -> torch.optim.Optimizer:
+    # Fused kernels update every parameter in one call instead of a dozen ops each.
+    fused = device.type in ("cpu", "cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, fused=fused)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, fused=fused)
+
+
+class _Step:
+    """One optimisation step on a batch; returns the (unsynchronised) loss and logits."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 config: TrainConfig, device: torch.device, channels_last: bool) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                             enabled=config.precision == "bf16")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = _to_float(images).contiguous(memory_format=self.memory_format)
+        with torch.autocast(**self.autocast):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
+def _train_epoch(step: _Step, data: _Data, config: TrainConfig, generator: torch.Generator,
+                 cancel: threading.Event | None) -> tuple[float, float, float]:
+    """One pass over the training data in a fresh order: (loss, accuracy, seconds)."""
+    step.model.train()
+    n = len(data)
+    order = torch.randperm(n, generator=generator).to(step.device)
+    loss_sum = torch.zeros((), device=step.device)
+    correct = torch.zeros((), dtype=torch.int64, device=step.device)
+    start = time.perf_counter()
+    for begin in range(0, n, config.batch_size):
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+        batch = order[begin:begin + config.batch_size]
+        labels = data.labels.index_select(0, batch)
+        loss, logits = step(data.images.index_select(0, batch), labels)
+        loss_sum.add_(loss, alpha=batch.shape[0])
+        correct.add_((logits.argmax(dim=1) == labels).sum())
+    train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one sync
+    return train_loss, train_acc, time.perf_counter() - start
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1], exactly as :meth:`DatasetSplit.floats`."""
+    return images.float().div_(255.0)
+
+
+# -- packs of runs ------------------------------------------------------------------
+
+def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: _Data,
+                        config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None
+                        ) -> dict[int, RunResult]:
+    """Train ``models`` (run index -> model) at the same time, one thread and core each.
+
+    Worker threads hand their epoch records to this thread, which calls
+    ``on_epoch``; if anything fails, the other runs stop at their next step.
+    """
+    total_threads = torch.get_num_threads()
+    intra = max(1, total_threads // len(models))
+    records: queue.SimpleQueue[tuple[int, EpochRecord]] = queue.SimpleQueue()
+    cancel = threading.Event()
+
+    def job(i: int) -> RunResult:
+        torch.set_num_threads(intra)  # sets this thread's OpenMP team size too
+        return _train_run(models[i], seeds[i], data, config, device,
+                          lambda record: records.put((i, record)), pack=len(models),
+                          cancel=cancel)
+
+    def deliver() -> None:
+        while not records.empty():
+            i, record = records.get()
+            if on_epoch is not None:
+                on_epoch(i, record)
+
+    torch.set_num_threads(intra)
+    try:
+        with ThreadPoolExecutor(len(models), thread_name_prefix="benchlab-run") as pool:
+            futures = {i: pool.submit(job, i) for i in models}
+            try:
+                pending = set(futures.values())
+                while pending:
+                    done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
+                    deliver()
+                    for future in done:
+                        future.result()  # re-raises a run's failure here
+                return {i: future.result() for i, future in futures.items()}
+            except BaseException:
+                cancel.set()
+                raise
+    finally:
+        torch.set_num_threads(total_threads)
+
+
+# -- randomness -----------------------------------------------------------------------
+
+class _SeededDropout(nn.Module):
+    """``nn.Dropout`` whose masks come from a given generator instead of the global one.
+
+    In training mode it zeroes each element with probability ``p`` and scales the
+    rest by ``1 / (1 - p)``, as ``nn.Dropout`` does. ``p`` is applied to 1/65536
+    resolution (exact for 0.25 and 0.5).
+    """
+
+    def __init__(self, p: float, generator: torch.Generator) -> None:
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return x * 0.0
+        return x * _dropout_mask(x.shape, self.p, self.generator, x.device).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """A float32 dropout mask: 0 with probability ~``p``, else ``1 / (1 - p)``.
+
+    Draws 64 random bits per four elements and compares 16-bit lanes with a
+    threshold: on a CPU several times faster than ``bernoulli_``, which draws one
+    random number per element. ``p`` is rounded to a multiple of 1/65536 and the
+    scale follows the rounded value, so the mask has mean 1 exactly in expectation.
+    """
+    count = math.prod(shape)
+    dropped = round(p * 65536)
+    if not 0 < dropped < 65536:
+        raise ValueError(f"p must be in (0, 1) at 1/65536 resolution, got {p}")
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-2**63, None, generator=generator)  # all 64 bits uniform
+    lanes = words.view(torch.int16)[:count].view(tuple(shape))
+    return lanes.float().ge_(dropped - 32768).mul_(65536 / (65536 - dropped))
+
+
+def _seed_dropouts(model: nn.Module, generator: torch.Generator) -> int:
+    """Replace every ``nn.Dropout`` in ``model`` by a :class:`_SeededDropout`; how many."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, _SeededDropout(child.p, generator))
+                replaced += 1
+    return replaced
+
+
+def _draws_from_global_rng(model: nn.Module, data: _Data) -> bool:
+    """Whether a training-mode forward pass of ``model`` uses the global generator."""
+    probe = copy.deepcopy(model)
+    _seed_dropouts(probe, torch.Generator(device=data.images.device))
+    with torch.random.fork_rng(devices=_rng_devices(data.images.device)):
+        before = _global_rng_state(data.images.device)
+        with torch.no_grad():
+            probe(_to_float(data.images[:2]))
+        after = _global_rng_state(data.images.device)
+    return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _global_rng_state(device: torch.device) -> list[torch.Tensor]:
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+@contextlib.contextmanager
+def _global_rng_seeded(seed: int, device: torch.device, enabled: bool) -> Iterator[None]:
+    """Fork the global generators and seed them from ``seed`` (a no-op when disabled)."""
+    if not enabled:
+        yield
+        return
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(seed)
+        yield

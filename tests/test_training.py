@@ -1,0 +1,295 @@
+"""The training engine: seeding, packs of runs, metrics, precision."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchlab.components import DatasetInfo, DatasetSplit
+from benchlab.training import (
+    EpochRecord,
+    RunResult,
+    TrainConfig,
+    _dropout_mask,
+    _SeededDropout,
+    evaluate,
+    pack_size,
+    train_runs,
+)
+from benchlab_plugins.cnn import CNNParams, build_cnn, build_cnn_bn
+
+# Small images keep the real architecture (BatchNorm, two dropouts) but make it cheap.
+INFO = DatasetInfo("quadrants", 4, (1, 12, 12), (0.3,), (0.35,))
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=64, test_batch_size=100)
+
+
+def quadrants(n: int, seed: int) -> DatasetSplit:
+    """A learnable problem: the class is the quadrant that is bright, over noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = torch.randint(0, 60, (n, 1, 12, 12), generator=g, dtype=torch.uint8)
+    for i, y in enumerate(labels.tolist()):
+        r, c = divmod(y, 2)
+        images[i, 0, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 180
+    return DatasetSplit(images, labels)
+
+
+TRAIN, TEST = quadrants(512, seed=0), quadrants(200, seed=1)
+
+
+def cnn_bn() -> nn.Module:
+    return build_cnn_bn(INFO, CNNParams())
+
+
+@pytest.fixture(autouse=True)
+def threads():
+    """One intra-op thread unless a test asks for more; restored afterwards.
+
+    Runs alone then compute like runs in a pack, and a test suite sharing the
+    machine with other processes does not stall on OpenMP barriers.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def metrics(record: EpochRecord) -> tuple[float, float, float, float]:
+    return record.train_loss, record.train_acc, record.test_loss, record.test_acc
+
+
+def assert_same_runs(a: list[RunResult], b: list[RunResult], rtol: float, atol: float) -> None:
+    assert [r.seed for r in a] == [r.seed for r in b]
+    for x, y in zip(a, b, strict=True):
+        for ex, ey in zip(x.epochs, y.epochs, strict=True):
+            assert metrics(ex) == pytest.approx(metrics(ey), rel=rtol, abs=atol)
+        assert x.state_dict.keys() == y.state_dict.keys()
+        for name in x.state_dict:
+            torch.testing.assert_close(x.state_dict[name], y.state_dict[name],
+                                       rtol=rtol, atol=atol, msg=name)
+
+
+# -- packs ------------------------------------------------------------------------------
+
+def test_a_pack_trains_each_run_exactly_as_alone_with_the_same_threads():
+    # With one intra-op thread everywhere the kernels are identical, so any
+    # difference could only come from shared randomness or state between runs.
+    alone = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[5, 6, 7], pack=1)
+    packed = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[5, 6, 7], pack=3)
+    assert_same_runs(alone, packed, rtol=0, atol=0)
+
+
+def test_a_pack_matches_runs_trained_one_by_one_on_all_threads(threads):
+    # One run alone uses every thread, a run in a pack one: kernels split their
+    # sums differently, so results agree to float32 rounding amplified over 4 steps.
+    threads(2)
+    train = TRAIN.head(256)
+    alone = train_runs(cnn_bn, train, TEST, ONE_EPOCH, seeds=[5, 6], pack=1)
+    packed = train_runs(cnn_bn, train, TEST, ONE_EPOCH, seeds=[5, 6], pack=2)
+    assert_same_runs(alone, packed, rtol=1e-3, atol=1e-4)
+
+
+def test_runs_in_a_pack_differ_from_each_other():
+    a, b = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[1, 2], pack=2)
+    assert not torch.equal(a.state_dict["fc1.weight"], b.state_dict["fc1.weight"])
+    assert metrics(a.epochs[0]) != metrics(b.epochs[0])
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_same_seed_twice_gives_identical_results(pack):
+    first = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[3, 4], pack=pack)
+    second = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[3, 4], pack=pack)
+    assert_same_runs(first, second, rtol=0, atol=0)
+
+
+def test_seed_alone_does_not_depend_on_its_neighbours():
+    (alone,) = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[9], pack=1)
+    among = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[8, 9], pack=2)[1]
+    assert_same_runs([alone], [among], rtol=0, atol=0)
+
+
+class GlobalNoiseNet(nn.Module):
+    """Draws from the global generator in forward, which no pack could reproduce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(144, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.dropout2d(x, 0.2, self.training).flatten(1))
+
+
+def test_model_using_the_global_generator_is_trained_alone_and_reproducibly():
+    first = train_runs(GlobalNoiseNet, TRAIN, TEST, ONE_EPOCH, seeds=[1, 2], pack=2)
+    second = train_runs(GlobalNoiseNet, TRAIN, TEST, ONE_EPOCH, seeds=[1, 2], pack=2)
+    assert_same_runs(first, second, rtol=0, atol=0)
+    # trained one at a time: the throughput is that of one run, not of a pack of two
+    record = first[0].epochs[0]
+    assert record.images_per_s == pytest.approx(len(TRAIN) / record.epoch_time_s)
+
+
+def test_pack_throughput_counts_every_run_of_the_pack():
+    results = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[1, 2], pack=2)
+    for result in results:
+        record = result.epochs[0]
+        assert record.images_per_s == pytest.approx(2 * len(TRAIN) / record.epoch_time_s)
+
+
+def test_pack_size(threads):
+    config = TrainConfig()
+    threads(2)
+    assert pack_size(config, "cpu") == 2
+    threads(1)
+    assert pack_size(config, "cpu") == 1
+    assert pack_size(config, torch.device("cuda")) == 1
+
+
+def test_on_epoch_is_called_in_the_calling_thread_for_every_epoch_of_every_run():
+    calls = []
+
+    def on_epoch(index: int, record: EpochRecord) -> None:
+        calls.append((index, record.epoch, threading.current_thread() is threading.main_thread()))
+
+    config = replace(ONE_EPOCH, epochs=2)
+    results = train_runs(cnn_bn, TRAIN.head(128), TEST, config, seeds=[4, 5, 6], pack=2,
+                         on_epoch=on_epoch)
+    assert sorted(calls) == [(i, e, True) for i in range(3) for e in (1, 2)]
+    assert [r.seed for r in results] == [4, 5, 6]
+    assert [[e.epoch for e in r.epochs] for r in results] == [[1, 2]] * 3
+
+
+def test_a_failing_callback_stops_the_pack_and_restores_the_threads(threads):
+    threads(2)
+
+    class Stop(Exception):
+        pass
+
+    def on_epoch(index: int, record: EpochRecord) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_runs(cnn_bn, TRAIN, TEST, replace(ONE_EPOCH, epochs=3), seeds=[1, 2], pack=2,
+                   on_epoch=on_epoch)
+    assert torch.get_num_threads() == 2
+
+
+# -- what a run computes ------------------------------------------------------------------
+
+def test_training_learns_a_learnable_problem():
+    config = TrainConfig(epochs=3, batch_size=32, test_batch_size=100)
+    (result,) = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[0], pack=1)
+    torch.manual_seed(0)
+    untrained = cnn_bn()
+    _, before = evaluate(untrained, TEST)
+    accuracies = [e.test_acc for e in result.epochs]
+    assert before < 0.5
+    assert accuracies[-1] > 0.95
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss
+
+
+def test_returned_weights_load_into_a_fresh_model_and_reproduce_the_test_metrics():
+    (result,) = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[2], pack=1)
+    model = cnn_bn()
+    model.load_state_dict(result.state_dict)  # strict
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in result.state_dict.values())
+    loss, accuracy = evaluate(model, TEST, batch_size=37)
+    last = result.epochs[-1]
+    assert (loss, accuracy) == pytest.approx((last.test_loss, last.test_acc), rel=1e-5)
+    assert result.state_dict["bn1.num_batches_tracked"].item() == math.ceil(512 / 64)
+
+
+def test_model_initialisation_follows_the_seed():
+    (result,) = train_runs(cnn_bn, TRAIN.head(64), TEST, ONE_EPOCH, seeds=[11], pack=1)
+    torch.manual_seed(11)
+    initial = cnn_bn().state_dict()
+    # one SGD step from the seeded initialisation: lr * gradient, a small change
+    change = (result.state_dict["fc2.weight"] - initial["fc2.weight"]).abs().max()
+    assert 0 < change < 0.05
+
+
+def test_bf16_runs_and_gives_finite_metrics():
+    config = replace(ONE_EPOCH, precision="bf16")
+    (result,) = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[0], pack=1)
+    record = result.epochs[0]
+    assert all(math.isfinite(v) for v in metrics(record))
+    assert 0 <= record.train_acc <= 1 and 0 <= record.test_acc <= 1
+    assert all(t.dtype in (torch.float32, torch.int64) for t in result.state_dict.values())
+
+
+def test_adam_and_a_model_without_dropout_or_batchnorm():
+    def plain() -> nn.Module:
+        return build_cnn(INFO, CNNParams(dropout1=0.0, dropout2=0.0))
+
+    config = replace(ONE_EPOCH, optimizer="adam", lr=1e-3, epochs=2)
+    (result,) = train_runs(plain, TRAIN, TEST, config, seeds=[0], pack=2)
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss
+
+
+def test_train_runs_without_seeds_returns_nothing():
+    assert train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[]) == []
+
+
+@pytest.mark.parametrize("change", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0},
+                                    {"momentum": 1.0}, {"optimizer": "rmsprop"},
+                                    {"precision": "fp16"}])
+def test_invalid_configs_are_rejected(change):
+    with pytest.raises(ValueError):
+        TrainConfig(**change)
+
+
+# -- evaluate -----------------------------------------------------------------------------
+
+class FixedLogits(nn.Module):
+    """Logits (2x, 0) for every image with mean pixel x: predicts 0 when x > 0."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.mean(dim=(1, 2, 3))
+        return torch.stack([2 * x, torch.zeros_like(x)], dim=1)
+
+
+def test_evaluate_matches_hand_computed_loss_and_accuracy():
+    images = torch.stack([torch.full((1, 2, 2), v, dtype=torch.uint8) for v in (255, 0, 51)])
+    split = DatasetSplit(images, torch.tensor([0, 0, 1]))
+    # pixel means 1, 0, 0.2 -> logits (2, 0), (0, 0), (0.4, 0); predictions 0, 0 (tie), 0
+    expected = (math.log(1 + math.exp(-2)) + math.log(2) + math.log(1 + math.exp(0.4))) / 3
+    model = FixedLogits().train()
+    loss, accuracy = evaluate(model, split, batch_size=2)
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert accuracy == pytest.approx(2 / 3)
+    assert model.training  # mode restored
+
+
+# -- dropout --------------------------------------------------------------------------------
+
+def test_dropout_mask_values_rate_and_reproducibility():
+    mask = _dropout_mask((200, 500), 0.25, torch.Generator().manual_seed(0))
+    assert mask.unique().tolist() == pytest.approx([0.0, 4 / 3])
+    assert (mask == 0).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert mask.mean().item() == pytest.approx(1.0, abs=0.01)
+    again = _dropout_mask((200, 500), 0.25, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+    # the 16-bit lanes of one 64-bit draw are independent: no lane is biased
+    lanes = (mask.flatten()[:100000].view(-1, 4) == 0).float().mean(dim=0)
+    assert lanes.tolist() == pytest.approx([0.25] * 4, abs=0.01)
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, 1e-6])
+def test_dropout_mask_rejects_probabilities_it_cannot_represent(p):
+    with pytest.raises(ValueError):
+        _dropout_mask((4,), p, torch.Generator())
+
+
+def test_seeded_dropout_behaves_like_dropout():
+    layer = _SeededDropout(0.5, torch.Generator().manual_seed(1))
+    x = torch.ones(1000, 10)
+    out = layer(x)
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert layer.eval()(x) is x
+    assert torch.equal(_SeededDropout(1.0, torch.Generator()).train()(x), torch.zeros_like(x))
+    assert _SeededDropout(0.0, torch.Generator()).train()(x) is x
