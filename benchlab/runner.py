@@ -197,6 +197,9 @@ def _run_attack(job: Job, ctx: _Context) -> list[dict[str, Any]]:
         guards.check_adversarial(images, adversarial, eps)
     seconds = time.perf_counter() - started
 
+    # A targeted attack says which classes it aimed at, so success means reaching them.
+    aimed_at = component.extra.get("targets")
+    targets = aimed_at(model, images, labels, params) if aimed_at is not None else None
     rows = [_row(job, "accuracy", metrics.accuracy(clean_pred, labels), attack=job.attack.key,
                  eps=0.0)]
     for i, e in enumerate(eps):
@@ -205,8 +208,8 @@ def _run_attack(job: Job, ctx: _Context) -> list[dict[str, Any]]:
         where = dict(attack=job.attack.key, eps=e)
         rows += [
             _row(job, "accuracy", metrics.accuracy(adv_pred, labels), **where),
-            _row(job, "success_rate", metrics.attack_success_rate(clean_pred, adv_pred, labels),
-                 **where),
+            _row(job, "success_rate",
+                 metrics.attack_success_rate(clean_pred, adv_pred, labels, targets), **where),
             _row(job, "linf", linf, **where),
             _row(job, "l2", l2, **where),
         ]

@@ -136,6 +136,20 @@ class Suite(_Strict):
                         (section, i), f"'{ref.key}' is already used by {section}.{seen[ref.key]}; "
                         "give one of them a distinct 'label'")
                 seen[ref.key] = i
+        if self.explainers:
+            count = self.evaluate.count
+            if self.evaluate.explain_size < count:
+                raise _LocatedError(("evaluate", "explain_size"),
+                                    f"must be at least evaluate.count ({count}): the Grad-CAM "
+                                    "grid takes its columns from the explained images")
+            sized = [("attacks", i, a.test_size) for i, a in enumerate(self.attacks)]
+            sized += [("explainers", i, e.test_size) for i, e in enumerate(self.explainers)]
+            sized.append(("evaluate", None, self.evaluate.test_size))
+            for section, i, size in sized:
+                if size is not None and size < count:
+                    where = (section, "test_size") if i is None else (section, i, "test_size")
+                    raise _LocatedError(where, f"must be at least evaluate.count ({count}) when "
+                                        "explainers are used")
         return self
 
     def to_yaml(self) -> str:

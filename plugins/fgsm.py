@@ -41,9 +41,9 @@ from pydantic import Field, model_validator
 import benchlab
 from benchlab import Params
 
-# Rows (image, epsilon pairs) per forward/backward pass. benchmarks/bench_attacks.py
-# measures throughput on a cnn_bn-shaped model on CPU: small batches keep the
-# activations in cache and run fastest there.
+# Images (fgsm) or (image, epsilon) rows (ifgsm) per forward/backward pass. On a
+# 2-core CPU with cnn_bn, benchmarks/bench_attacks.py measured batches of 32-64 at
+# about twice the per-image rate of batches of 256 or 1,000.
 DEFAULT_BATCH_SIZE = 64
 
 

@@ -147,3 +147,10 @@ def test_bad_overrides(override, expected):
     with pytest.raises(SuiteError) as info:
         apply_overrides(data, [override])
     assert expected in str(info.value)
+
+
+def test_grid_needs_as_many_explained_images_as_columns(tmp_path, toy_registry):
+    problems, _ = _problems(tmp_path, toy_registry, GOOD, ["evaluate.explain_size=3"])
+    assert "evaluate.explain_size: must be at least evaluate.count (4)" in problems[0]
+    problems, _ = _problems(tmp_path, toy_registry, GOOD, ["attacks.0.test_size=2"])
+    assert "attacks.0.test_size: must be at least evaluate.count (4)" in problems[0]
