@@ -140,7 +140,10 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_completes_them(tmp_path, cache_en
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "-m", "benchlab.cli", "run", *args, "--out", str(out)],
                             cwd=ROOT, env={**os.environ, **cache_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a shell running this test in the background ignores SIGINT, and
+                            # children inherit that; a user's terminal does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list((out / "jobs").glob("*.json"))) >= 3:
