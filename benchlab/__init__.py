@@ -14,6 +14,7 @@ from benchlab.components import (
     Params,
     Provenance,
 )
+from benchlab.modes import frozen_eval
 
 try:
     __version__ = version("benchlab")
@@ -32,5 +33,6 @@ __all__ = [
     "Params",
     "Provenance",
     "__version__",
+    "frozen_eval",
     "hookimpl",
 ]

@@ -31,8 +31,7 @@ when the model raises. The input tensor is never modified.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +39,7 @@ from pydantic import Field, model_validator
 
 import benchlab
 from benchlab import Params
+from benchlab.modes import frozen_eval
 
 # Images (fgsm) or (image, epsilon) rows (ifgsm) per forward/backward pass. On a
 # 2-core CPU with cnn_bn, benchmarks/bench_attacks.py measured batches of 32-64 at
@@ -147,24 +147,6 @@ def ifgsm_iterate(model: torch.nn.Module, images: torch.Tensor, classes: torch.T
 
 
 # -- model state ---------------------------------------------------------------
-
-@contextmanager
-def frozen_eval(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode with parameter gradients off; each module's mode and each
-    parameter's ``requires_grad`` are restored exactly afterwards, also on error."""
-    modes = [(module, module.training) for module in model.modules()]
-    grads = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        model.eval()
-        for param, _ in grads:
-            param.requires_grad_(False)
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-        for param, requires_grad in grads:
-            param.requires_grad_(requires_grad)
-
 
 # -- components ----------------------------------------------------------------
 

@@ -29,8 +29,8 @@ from pydantic import Field
 
 import benchlab
 from benchlab import Params
+from benchlab.modes import frozen_eval
 from benchlab.plugins import unknown_name_message
-from benchlab_plugins.fgsm import frozen_eval
 
 # Images per forward/backward pass: on a 2-core CPU with cnn_bn,
 # benchmarks/bench_attacks.py measured batch 64 about 2x faster per image than 256.

@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from benchlab.modes import frozen_eval
 from benchlab.plugins import default_registry
 from benchlab.testing import parametrize_with_checks
 from benchlab_plugins.fgsm import (
@@ -16,7 +17,6 @@ from benchlab_plugins.fgsm import (
     choose_targets,
     fgsm,
     fgsm_step,
-    frozen_eval,
     ifgsm,
     input_gradient,
     project_linf,
