@@ -8,24 +8,30 @@ here is a list of runs, not one model. What makes it fast on a CPU:
   worker processes;
 * convolutional models run in channels-last memory format (oneDNN's fast path);
 * losses and hits are accumulated on tensors and read once per epoch, so the hot
-  loop never waits on ``.item()``;
-* dropout masks come from a fast generator of random bits (``nn.Dropout``'s
-  Bernoulli sampler costs about as much as a convolution of this model);
+  loop never waits on ``.item()``; the optimiser step is one fused kernel;
+* dropout masks come from 64-bit random draws split into four 16-bit lanes:
+  ``bernoulli_`` draws one random number per element, about 7 ms per step for
+  the first dropout of ``cnn_bn`` (10% of a step), the lanes about 1 ms;
 * runs are trained *together* where that pays (see :func:`pack_size`): on a CPU,
   a pack of R runs trains concurrently, one run per core with one intra-op thread
-  each, which beats sharing every operation of one run between the cores because
-  most operations of a small model are too small to split well.
+  each. Most operations of a small model are too small to split well between
+  cores, so on an idle 2-core machine two runs side by side train 1.1-1.2x faster
+  than the same runs one after the other on both cores; on a busy machine, where
+  a multi-threaded operation waits for its slowest thread, far more.
 
-Batching several runs into one set of kernels (``torch.func.vmap`` over stacked
-parameters, which turns convolutions into grouped convolutions) was measured and
-is slower on CPU than training the runs one at a time; see
-``benchmarks/bench_training.py``.
+Batching several runs into one set of kernels was measured too and rejected on
+CPU: ``torch.func.vmap`` over stacked parameters (``stack_module_state``) turns
+each convolution into a grouped convolution, and oneDNN's grouped convolutions
+are slower than the same convolutions one run at a time; two cnn_bn runs packed
+that way train at 0.65x the rate of one channels-last run at a time
+(``benchmarks/bench_training.py --alternatives``).
 
 Every run owns its randomness: its model is initialised under its seed, and a
 ``torch.Generator`` seeded from it draws the data order (a new permutation per
 epoch) and every dropout mask. ``nn.Dropout`` layers of the built model are
 replaced by an equivalent layer that draws from that generator, so a run's
-result does not depend on whether it was trained alone or in a pack. A model
+result does not depend on whether it was trained alone or in a pack, beyond the
+rounding of kernels that split their work over a different number of threads. A model
 that still draws from the global random number generator (a layer other than
 ``nn.Dropout``) is detected and trained one run at a time, with the global
 generator seeded from the run's seed.
@@ -124,11 +130,12 @@ OnEpoch = Callable[[int, EpochRecord], None]
 def pack_size(config: TrainConfig, device: torch.device | str) -> int:
     """How many runs :func:`train_runs` trains together on ``device``.
 
-    On a CPU: one run per intra-op thread (core). Training two runs of ``cnn_bn``
-    concurrently with one thread each was measured faster than training them one
-    after the other with two threads each, in float32 and in bfloat16 (see
-    ``benchmarks/bench_training.py``). On other devices runs are trained one at a
-    time.
+    On a CPU: one run per intra-op thread, so that each core trains one run. This
+    was measured with ``benchmarks/bench_training.py --packs 1 2 3 4`` on 2 cores:
+    packs of 2 were fastest for cnn_bn in float32 and bfloat16 (1.1-1.2x the rate
+    of one run at a time on both cores); packs of 3 or 4 gained nothing more. On
+    other devices runs are trained one at a time. A caller that trains runs in
+    groups (a runner caching each run) should hand :func:`train_runs` this many.
     """
     del config  # the measured gain held for every configuration tried
     if torch.device(device).type != "cpu":

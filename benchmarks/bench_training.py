@@ -2,6 +2,7 @@
 
     python benchmarks/bench_training.py
     python benchmarks/bench_training.py --model cnn --seconds 60 --alternatives
+    python benchmarks/bench_training.py --packs 1 2 3 4 --keep-freed-memory
 
 Measures in one process, on this machine:
 
@@ -14,7 +15,10 @@ Measures in one process, on this machine:
   (``pack=1``) and in packs of :func:`benchlab.training.pack_size` runs;
 * with ``--alternatives``, the intermediate steps and a rejected design:
   in-memory tensors, then channels-last, then ``torch.func.vmap`` over R stacked
-  copies of the model (one set of grouped-convolution kernels for R runs).
+  copies of the model (one set of grouped-convolution kernels for R runs);
+* with ``--packs``, other pack sizes (how :func:`pack_size` was chosen); with
+  ``--keep-freed-memory``, every loop with glibc keeping freed memory, which
+  spares the page faults of re-allocating activations each step.
 
 The variants are timed in interleaved rounds, so that load from other processes
 hits all of them alike. ``best`` is each loop's fastest round (the least disturbed
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import os
 import platform
 import statistics
@@ -69,6 +74,23 @@ def load() -> str:
         return f"load average {os.getloadavg()[0]:.1f}"
     except OSError:
         return "load average unknown"
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the system.
+
+    A training step frees and re-allocates the same large activation buffers;
+    returned to the system, every re-allocation page-faults on first touch. This
+    is a process-wide setting (``mallopt``), so it is an option of this script,
+    not something the library does behind its caller's back.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
+        libc.mallopt(m_mmap_threshold, 32 << 20))
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
@@ -243,11 +265,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="total time for the timed rounds (plus one warm-up call each)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--packs", type=int, nargs="+", default=None,
+                        help="pack sizes to time (default: 1 and pack_size)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc only: keep freed memory in the process (all loops)")
     parser.add_argument("--alternatives", action="store_true",
                         help="also time in-memory, channels-last and vmap-packed loops")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc's mallopt")
 
     from benchlab.plugins import default_registry
 
@@ -274,9 +302,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     packed = pack_size(TrainConfig(), "cpu")
     print(machine())
     print(f"model {args.model}: {flops / 1e6:.1f} MFLOP per training image; batch {BATCH}; "
-          f"pack_size {packed}; {args.rounds} rounds of ~{args.seconds:.0f} s in all")
+          f"pack_size {packed}; {args.rounds} rounds of ~{args.seconds:.0f} s in all"
+          + ("; freed memory kept (mallopt)" if args.keep_freed_memory else ""))
     gflops = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    print(f"matmul 2048^2: fp32 {gflops['fp32']:.0f} GFLOP/s, bf16 {gflops['bf16']:.0f} GFLOP/s")
 
     loops: dict[str, Callable[[int], float]] = {"user loop (DataLoader)": user_loop(
         user_model, user_data)}
@@ -287,12 +315,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         loops[f"vmap, {packed} stacked runs"] = vmap_loop(build, train, max(2, packed))
         precision_of.update(dict.fromkeys(list(loops)[1:], "fp32"))
     for precision in ("fp32", "bf16"):
-        for pack in sorted({1, packed}):
+        for pack in sorted(set(args.packs or (1, packed))):
             name = f"train_runs {precision}, pack {pack}"
             loops[name] = benchlab_loop(build, train, test, precision, pack)
             precision_of[name] = precision
 
     rates = measure(loops, args.seconds, args.rounds)
+    # Measured before and after the loops; the faster one was the less disturbed.
+    gflops = {"fp32": max(gflops["fp32"], matmul_gflops(torch.float32)),
+              "bf16": max(gflops["bf16"], matmul_gflops(torch.bfloat16))}
+    print(f"matmul 2048^2 (best of before and after): fp32 {gflops['fp32']:.0f} GFLOP/s, "
+          f"bf16 {gflops['bf16']:.0f} GFLOP/s")
     reference = rates["user loop (DataLoader)"]
     print()
     print(f"{'loop':<30}{'best':>7}{'x user':>8}{'of matmul':>11}"

@@ -138,6 +138,40 @@ def test_same_seed_same_initial_weights():
         assert torch.equal(x, y), name
 
 
+def test_flatten_hands_a_channels_last_map_its_gradient_channels_last():
+    x = torch.randn(3, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.randn(3, 200)
+    (cnn_plugin._flatten(x) * weights).sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x.grad, weights.view(3, 8, 5, 5), rtol=0, atol=0)
+    assert torch.equal(cnn_plugin._flatten(x), torch.flatten(x.detach(), 1))
+
+
+def test_channels_last_model_computes_what_the_plain_model_does():
+    plain = make("cnn_bn").eval()
+    fast = make("cnn_bn").eval().to(memory_format=torch.channels_last)
+    x = images(4).requires_grad_()
+    x_fast = x.detach().clone().requires_grad_()
+    torch.testing.assert_close(fast(x_fast), plain(x))
+    plain(x).sum().backward()
+    fast(x_fast).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x.grad)
+    torch.testing.assert_close(fast.conv2.weight.grad, plain.conv2.weight.grad)
+
+
+def test_model_works_under_vmap_and_func_grad():
+    model = make("cnn").eval()
+    x = images(3)
+
+    def loss(sample: torch.Tensor) -> torch.Tensor:
+        return model(sample.unsqueeze(0)).logsumexp(dim=1).sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss))(x)
+    x.requires_grad_()
+    model(x).logsumexp(dim=1).sum().backward()
+    torch.testing.assert_close(per_sample, x.grad)
+
+
 def test_mismatched_statistics_are_rejected():
     with pytest.raises(ValueError, match="per channel"):
         build_cnn(DatasetInfo("bad", 10, (3, 28, 28), (0.5,), (0.5,)), CNNParams())
