@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -246,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchlab.suite import SuiteError
 
     args = build_parser().parse_args(argv)
+    # Progress notes from the library (dataset downloads, ...) go to stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("benchlab: %(message)s"))
+    logger = logging.getLogger("benchlab")
+    if not logger.handlers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         return args.func(args)
     except SuiteError as exc:
