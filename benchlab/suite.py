@@ -320,39 +320,51 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
                 break
         return Problem(source, ".".join(parts), message, line)
 
+    # Structure and components are checked independently, so that one pass reports
+    # every problem: a wrong type in `train` and a misspelled attack name alike.
+    problems: list[Problem] = []
+    suite: Suite | None = None
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise SuiteError([problem(*_describe(err, data)) for err in exc.errors()]) from None
+        problems += [problem(*_describe(err, data)) for err in exc.errors()]
 
-    problems: list[Problem] = []
-    sections = (("dataset", "dataset"), ("models", "model"), ("attacks", "attack"),
-                ("explainers", "explainer"))
-    for section, kind in sections:
-        refs = [suite.dataset] if section == "dataset" else getattr(suite, section)
-        for i, ref in enumerate(refs):
+    params: dict[tuple[str, int], Params] = {}
+    for section, kind, ref_type in _SECTIONS:
+        entries = [data.get(section)] if section == "dataset" else data.get(section)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                continue  # the structural pass has reported it
             base: tuple[Any, ...] = (section,) if section == "dataset" else (section, i)
             known = registry.names(kind)
-            if ref.name not in known:
-                problems.append(problem((*base, "name"), _unknown(kind, ref.name, known)))
+            if entry["name"] not in known:
+                problems.append(problem((*base, "name"), _unknown(kind, entry["name"], known)))
                 continue
             if section == "dataset":
                 continue
-            component = registry.get(kind, ref.name)
+            component = registry.get(kind, entry["name"])
+            raw = {k: v for k, v in entry.items() if k not in ref_type.model_fields}
             try:
-                ref._params = component.validate_params(ref.raw_params)
+                params[(section, i)] = component.validate_params(raw)
             except ValidationError as exc:
                 for err in exc.errors():
-                    loc, message = _describe(err, ref.raw_params, component.params,
-                                             extra_known=_core_keys(type(ref)))
+                    loc, message = _describe(err, raw, component.params,
+                                             extra_known=list(ref_type.model_fields))
                     problems.append(problem((*base, *loc), message))
-    if problems:
+    if problems or suite is None:
+        problems.sort(key=lambda p: p.line or 0)
         raise SuiteError(problems)
+    for section, _, _ in _SECTIONS[1:]:
+        for i, ref in enumerate(getattr(suite, section)):
+            ref._params = params[(section, i)]
     return suite
 
 
-def _core_keys(ref_type: type[BaseModel]) -> list[str]:
-    return list(ref_type.model_fields)
+_SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
+    ("dataset", "dataset", DatasetRef), ("models", "model", ModelRef),
+    ("attacks", "attack", AttackRef), ("explainers", "explainer", ExplainerRef))
 
 
 def _unknown(kind: str, name: Any, known: list[str]) -> str:

@@ -90,10 +90,12 @@ def test_problem_lines_carry_the_yaml_line_number(tmp_path, toy_registry):
     assert problems[0].startswith(f"{path}:9: attacks.0.eps.1:")
 
 
-def test_several_problems_are_all_reported(tmp_path, toy_registry):
-    text = GOOD.replace("runs: 2", "runs: 0").replace("name: noise", "name: nope")
+def test_several_problems_are_all_reported_in_file_order(tmp_path, toy_registry):
+    text = (GOOD.replace("runs: 2", "runs: 0").replace("name: noise", "name: nope")
+            .replace("width: 3", "widht: 3"))
     problems, _ = _problems(tmp_path, toy_registry, text)
-    assert len(problems) == 1  # structure first: the range error stops before name lookup
+    assert [p.split(": ")[1] for p in problems] == [
+        "models.0.widht", "train.runs", "attacks.0.name"]
     text = GOOD.replace("name: noise", "name: nope").replace("name: intensity", "name: nada")
     problems, _ = _problems(tmp_path, toy_registry, text)
     assert len(problems) == 2
