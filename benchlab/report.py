@@ -88,7 +88,9 @@ def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float,
     table.to_csv(out / "epoch_statistics.csv", index=False)
 
     md = ["## Training", "",
-          f"{runs} run(s) per model. Accuracy curves: mean ± 1 standard deviation.", "",
+          f"{runs} run(s) per model. Accuracy curves: mean ± 1 standard deviation. Training "
+          "images/s counts all the runs that were trained at the same time (runs of one "
+          "model train side by side, one per core).", "",
           "![test accuracy](test_accuracy.png)", "", "![training accuracy](train_accuracy.png)",
           ""]
 
@@ -111,7 +113,7 @@ def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float,
             mean = f"{sum(hits) / len(hits):.2f}" if hits else "never"
             row[f"epochs to {thr * 100:g}%"] = f"{mean} ({len(hits)}/{len(reached)} runs)"
         speed = rows[(rows["model"] == model) & (rows["metric"] == "images_per_s")]["value"]
-        row["train images/s"] = f"{speed.mean():.0f}" if len(speed) else "–"
+        row["training images/s"] = f"{speed.mean():.0f}" if len(speed) else "–"
         final_rows.append(row)
     md += [f"### Final test accuracy (epoch {last_epoch})", "", _md_table(pd.DataFrame(final_rows))]
 
