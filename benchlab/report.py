@@ -181,6 +181,10 @@ def _welch_sentence(other: str, baseline: str, epochs: list[int], significant: l
     last = epochs[-1]
     ahead = [e for e, b in zip(significant, better) if b]
     behind = [e for e, b in zip(significant, better) if not b]
+    if not significant:
+        return (f"**Verdict:** {other} does not differ significantly from {baseline} "
+                f"(p < {alpha:g}) at any of epochs {epochs[0]}–{last}: with these runs the data "
+                "show neither faster convergence nor a different final accuracy.")
     text = (f"**Verdict:** {other} differs significantly from {baseline} (p < {alpha:g}) at "
             f"epoch(s) {_span(significant)} of {epochs[0]}–{last}")
     if ahead:
@@ -196,9 +200,6 @@ def _welch_sentence(other: str, baseline: str, epochs: list[int], significant: l
     elif final_sig:
         text += ("The final accuracies differ significantly, so the data do not support "
                  "\"same final accuracy\".")
-    elif not significant:
-        text += ("No epoch shows a significant difference: with these runs the data show "
-                 "neither faster convergence nor a different final accuracy.")
     else:
         text += "The final-epoch difference is not significant."
     return text
