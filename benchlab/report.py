@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from benchlab import stats  # noqa: E402
 from benchlab.store import atomic_write_text, read_results  # noqa: E402
@@ -63,6 +64,7 @@ def _plot_curves(table: pd.DataFrame, metric: str, models: list[str], runs: int,
         line, = ax.plot(t["epoch"], mean, marker="o", ms=3, label=model)
         ax.fill_between(t["epoch"], mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{title.lower()} (%)")
     ax.set_title(f"{title}: mean ± 1 std over {runs} run{'s' if runs != 1 else ''}")
     ax.grid(alpha=0.3)
