@@ -263,7 +263,8 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
     return ["## Robustness", "",
             "Accuracy on the attacked test images (ε = 0: clean images); success rate: share "
             "of the correctly classified images that the attack makes wrong; L∞/L2: mean "
-            f"perturbation size per image. {n} attack job(s).", "",
+            "perturbation size per image; attack images/s: adversarial images made per second "
+            f"(every image at every ε counts once). {n} attack job(s).", "",
             "![robustness](robustness.png)", "", _md_table(frame)]
 
 
@@ -352,7 +353,9 @@ def _grids(out: Path) -> list[str]:
         png = out / f"grid_{name}.png"
         draw_grid(data["images"], data["maps"], data["preds"], data["confidences"], rows,
                   title=name.replace("-", " · "), path=png)
-        md += [f"![{name}]({png.name})", ""]
+    # Grids drawn earlier stay listed when their artifacts are gone (a copied run).
+    for png in sorted(out.glob("grid_*.png")):
+        md += [f"![{png.stem.removeprefix('grid_')}]({png.name})", ""]
     return ["## Grad-CAM grids (run 0)", "", *md] if md else []
 
 

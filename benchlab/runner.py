@@ -221,7 +221,8 @@ def _run_attack(job: Job, ctx: _Context) -> list[dict[str, Any]]:
     keep = ctx.explain_sizes.get(job.id, 0)
     if keep:
         ctx.store.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"eps": torch.tensor(eps), "adversarial": adversarial[:, :keep].cpu()},
+        # clone: saving a slice would write the whole underlying storage
+        torch.save({"eps": torch.tensor(eps), "adversarial": adversarial[:, :keep].cpu().clone()},
                    ctx.store.artifact(job.id))
     return rows
 

@@ -77,6 +77,16 @@ def test_run_writes_the_documented_layout(tmp_path, toy_registry):
     for png in ("test_accuracy.png", "train_accuracy.png", "robustness.png", "attention.png"):
         assert (out / png).stat().st_size > 1000, png
     assert list(out.glob("grid_*.png"))
+    # attack artifacts keep only the images explainers read (32 of 64), nothing more
+    saved = torch.load(out / "artifacts" / "attack-tiny-r00-noise.pt", weights_only=True)
+    adversarial = saved["adversarial"]
+    assert adversarial.shape == (2, 32, 1, 8, 8)
+    assert adversarial.untyped_storage().nbytes() == adversarial.numel() * 4
+    # a copied run without its artifacts still lists its grids
+    import shutil
+
+    shutil.rmtree(out / "artifacts")
+    assert "grid_tiny-noise-intensity.png" in render(out).read_text()
 
 
 def test_training_is_reproducible_and_cached(tmp_path, toy_registry):
