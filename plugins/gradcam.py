@@ -5,10 +5,9 @@ For a feature layer with activations ``A`` (N, K, h, w) and a class ``c``::
     w_k = mean over (i, j) of d logit_c / d A_k[i, j]
     cam = ReLU(sum_k w_k A_k)
 
-upsampled bilinearly to the input size and divided by its per-image maximum, so
-each map lies in [0, 1] and its brightest pixel is 1. A map with no positive
-evidence (all zero after the ReLU) stays all zero rather than becoming NaN; a
-map that is a positive constant becomes all ones (attention spread evenly).
+upsampled bilinearly to the input size and scaled to [0, 1] per image by its
+own minimum and maximum, so its brightest pixel is 1. A constant map (no pixel
+stands out; in particular no positive evidence at all) gives zeros, never NaN.
 
 ``layer`` names a module as in ``model.named_modules()``; by default it is the
 last ``Conv2d`` or ``BatchNorm2d`` in that order (``bn2`` for ``cnn_bn``, ``conv2``
@@ -95,10 +94,15 @@ def gradcam_map(activations: torch.Tensor, gradients: torch.Tensor,
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Each non-negative map (N, H, W) divided by its maximum; all-zero maps stay zero."""
-    peak = maps.amax(dim=(-2, -1), keepdim=True)
-    return torch.where(peak > 0, maps / peak.clamp_min(torch.finfo(maps.dtype).tiny),
-                       torch.zeros_like(maps))
+    """Each map (N, H, W) scaled to [0, 1] by its own minimum and maximum.
+
+    A constant map (no location stands out, e.g. all zero after the ReLU) gives
+    zeros rather than a division by zero.
+    """
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    tiny = torch.finfo(maps.dtype).tiny
+    return torch.where(span > 0, (maps - low) / span.clamp_min(tiny), torch.zeros_like(maps))
 
 
 # -- component -----------------------------------------------------------------

@@ -51,9 +51,9 @@ X = torch.tensor([[0.2, 0.4], [0.6, 0.8]]).view(1, 1, 2, 2)
 
 
 def test_map_equals_hand_computed_for_the_predicted_class() -> None:
-    # class 0: ReLU(x + 0.5 (1 - x)) / 4 = [0.15, 0.175, 0.2, 0.225] / 4; max-normalised:
+    # class 0: ReLU(x + 0.5 (1 - x)) / 4 = [0.15, 0.175, 0.2, 0.225] / 4; min-max scaled:
     cam = gradcam(TinyCam(), X, GradCAMParams())
-    torch.testing.assert_close(cam, torch.tensor([[[2 / 3, 7 / 9], [8 / 9, 1.0]]]))
+    torch.testing.assert_close(cam, torch.tensor([[[0.0, 1 / 3], [2 / 3, 1.0]]]))
 
 
 def test_klass_overrides_the_prediction() -> None:
@@ -67,9 +67,9 @@ def test_map_without_positive_evidence_is_zero_not_nan() -> None:
     assert torch.equal(cam, torch.zeros(1, 2, 2))
 
 
-def test_constant_positive_map_is_all_ones() -> None:
+def test_constant_positive_map_gives_zeros() -> None:
     cam = gradcam(TinyCam(), X, GradCAMParams(klass=3))  # x + (1 - x) = 1 everywhere
-    torch.testing.assert_close(cam, torch.ones(1, 2, 2))
+    assert torch.equal(cam, torch.zeros(1, 2, 2))
 
 
 def test_out_of_range_klass() -> None:
@@ -87,17 +87,18 @@ def test_gradcam_map_is_relu_then_bilinear_upsampling() -> None:
 
 
 def test_gradcam_map_weights_are_spatial_mean_gradients() -> None:
-    activations = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])  # (1, 2, 1, 2)
-    gradients = torch.tensor([[[[1.0, 3.0]], [[-1.0, 0.0]]]])   # means 2, -0.5
-    # 2 * [1, 2] - 0.5 * [3, 0] = [0.5, 4] -> / 4
-    cam = gradcam_map(activations, gradients, (1, 2))
-    torch.testing.assert_close(cam, torch.tensor([[[0.125, 1.0]]]))
+    activations = torch.tensor([[[[1.0, 2.0, 0.0]], [[3.0, 0.0, 0.0]]]])  # (1, 2, 1, 3)
+    gradients = torch.tensor([[[[1.0, 3.0, 2.0]], [[-1.0, 0.0, -0.5]]]])  # means 2, -0.5
+    # 2 * [1, 2, 0] - 0.5 * [3, 0, 0] = [0.5, 4, 0] -> min-max scaled
+    cam = gradcam_map(activations, gradients, (1, 3))
+    torch.testing.assert_close(cam, torch.tensor([[[0.125, 1.0, 0.0]]]))
 
 
 def test_normalize_maps() -> None:
-    maps = torch.tensor([[[0.0, 2.0]], [[0.0, 0.0]], [[3.0, 3.0]]])
-    torch.testing.assert_close(normalize_maps(maps),
-                               torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[1.0, 1.0]]]))
+    maps = torch.tensor([[[0.0, 2.0, 1.0]], [[0.0, 0.0, 0.0]], [[3.0, 3.0, 3.0]],
+                         [[1.0, 2.0, 3.0]]])
+    torch.testing.assert_close(normalize_maps(maps), torch.tensor(
+        [[[0.0, 1.0, 0.5]], [[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[0.0, 0.5, 1.0]]]))
 
 
 class FourLayer(nn.Module):
@@ -190,7 +191,7 @@ def test_works_under_no_grad_and_with_frozen_parameters() -> None:
         p.requires_grad_(False)
     with torch.no_grad():
         cam = gradcam(model, X, GradCAMParams())
-    torch.testing.assert_close(cam, torch.tensor([[[2 / 3, 7 / 9], [8 / 9, 1.0]]]))
+    torch.testing.assert_close(cam, torch.tensor([[[0.0, 1 / 3], [2 / 3, 1.0]]]))
     assert not any(p.requires_grad for p in model.parameters())
 
 
