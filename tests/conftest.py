@@ -14,20 +14,26 @@ from benchlab.components import DatasetInfo, DatasetSplit, FileStatus, Provenanc
 from benchlab.plugins import build_registry
 
 
+def quadrants(n: int, seed: int, side: int = 8, noise: int = 40,
+              bright: int = 200) -> DatasetSplit:
+    """A learnable problem: the class (0-3) is the quadrant that is bright, over noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = torch.randint(0, noise, (n, 1, side, side), generator=g, dtype=torch.uint8)
+    half = side // 2
+    for i, y in enumerate(labels.tolist()):
+        r, c = divmod(y, 2)
+        images[i, 0, r * half:(r + 1) * half, c * half:(c + 1) * half] += bright
+    return DatasetSplit(images, labels)
+
+
 class ToyDataset:
     """Linearly separable 8x8 'digits' (a bright quadrant per class), generated in memory."""
 
     info = DatasetInfo(name="toy", num_classes=4, shape=(1, 8, 8), mean=(0.25,), std=(0.4,))
 
     def load(self, split, root: Path) -> DatasetSplit:
-        g = torch.Generator().manual_seed(0 if split == "train" else 1)
-        n = 256 if split == "train" else 128
-        labels = torch.randint(0, 4, (n,), generator=g)
-        images = torch.randint(0, 40, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-        for i, y in enumerate(labels.tolist()):
-            r, c = divmod(y, 2)
-            images[i, 0, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] += 200
-        return DatasetSplit(images, labels)
+        return quadrants(256, 0) if split == "train" else quadrants(128, 1)
 
     def fetch(self, root: Path) -> None:
         return None

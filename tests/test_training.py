@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quadrants
 from torch import nn
 
 from benchlab.components import DatasetInfo, DatasetSplit
@@ -29,18 +30,8 @@ INFO = DatasetInfo("quadrants", 4, (1, 12, 12), (0.3,), (0.35,))
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=64, test_batch_size=100)
 
 
-def quadrants(n: int, seed: int) -> DatasetSplit:
-    """A learnable problem: the class is the quadrant that is bright, over noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 4, (n,), generator=g)
-    images = torch.randint(0, 60, (n, 1, 12, 12), generator=g, dtype=torch.uint8)
-    for i, y in enumerate(labels.tolist()):
-        r, c = divmod(y, 2)
-        images[i, 0, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 180
-    return DatasetSplit(images, labels)
-
-
-TRAIN, TEST = quadrants(512, seed=0), quadrants(200, seed=1)
+TRAIN = quadrants(512, seed=0, side=12, noise=60, bright=180)
+TEST = quadrants(200, seed=1, side=12, noise=60, bright=180)
 
 
 def cnn_bn() -> nn.Module:
