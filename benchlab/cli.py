@@ -201,7 +201,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from benchlab import __version__
 
-    parser = argparse.ArgumentParser(prog="benchlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="benchlab",
+        description="Benchmarks of models, attacks and explainers over many seeds, "
+                    "declared in YAML suites.",
+        epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"benchlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -216,10 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a suite")
-    p.add_argument("suite", nargs="?")
+    p.add_argument("suite", nargs="?", help="suite file (YAML)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=set_help)
-    p.add_argument("--out", help="output directory (default results/<suite>/<UTC time>/)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default results/<suite>/<UTC time>/)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when available (default); cpu forces the CPU")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
     p.set_defaults(func=cmd_run)
 
