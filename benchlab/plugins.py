@@ -26,7 +26,7 @@ import pluggy
 from pydantic import BaseModel
 
 from benchlab import hookspecs
-from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Params, Provenance
+from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Provenance
 
 ENTRY_POINT_GROUP = "benchlab"
 STRICT_ENV = "BENCHLAB_STRICT_PLUGINS"
@@ -227,7 +227,3 @@ def _one_line(exc: BaseException) -> str:
 def default_registry() -> Registry:
     """The registry of every installed plugin (built once per process)."""
     return build_registry()
-
-
-def registered_params(component: Component) -> type[Params]:
-    return component.params
