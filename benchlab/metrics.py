@@ -127,7 +127,7 @@ def background_share(cam: torch.Tensor, images: torch.Tensor,
 def cam_intensity(cam: torch.Tensor) -> torch.Tensor:
     """Mean value of each map (N, H, W) -> (N,).
 
-    For maps scaled to a per-image maximum of 1 this is how widely the attention is
+    For maps scaled to [0, 1] per image this is how widely the attention is
     spread; an all-zero map (no positive evidence for the class) scores 0.
     """
     return cam.flatten(start_dim=-2).mean(dim=-1)

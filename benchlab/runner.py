@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,13 @@ class _Context:
         params = component.params.model_validate(job.model.params)
         return component.obj(self.dataset_info(job.dataset), params)
 
+    def model_key(self, job: Job) -> str:
+        """Where the job's trained model lives in the model cache."""
+        return model_key(self.identity(job))
+
     def trained_model(self, job: Job, probe: torch.Tensor) -> torch.nn.Module:
         """The job's trained model from the cache, checked on a first batch ``probe``."""
-        cached = self.cache.load(model_key(self.identity(job)))
+        cached = self.cache.load(self.model_key(job))
         if cached is None:
             raise guards.ComponentError(
                 f"no trained model '{job.model.key}' (run {job.run}) in the model cache "
@@ -134,7 +138,7 @@ def _train_group(jobs: list[Job], ctx: _Context, tick: Callable[[int], None]
     """Train (or load from the cache) one group of same-configuration jobs."""
     todo = []
     for job in jobs:
-        cached = ctx.cache.load(model_key(ctx.identity(job)))
+        cached = ctx.cache.load(ctx.model_key(job))
         if cached is not None:
             tick(len(cached[1]))
             yield job, _train_rows(job, cached[1])
@@ -143,24 +147,26 @@ def _train_group(jobs: list[Job], ctx: _Context, tick: Callable[[int], None]
     if not todo:
         return
     first = todo[0]
-    config = training.TrainConfig(**{k: v for k, v in first.train.items()
-                                     if k in training.TrainConfig.__dataclass_fields__})
     train = ctx.split(first.dataset, "train")
     test = ctx.split(first.dataset, "test")
-    results = training.train_runs(lambda: ctx.build(first), train, test, config,
+    results = training.train_runs(lambda: ctx.build(first), train, test, _train_config(first),
                                   [job.seed for job in todo], device=ctx.device,
                                   on_epoch=lambda index, record: tick(1))
     for job, result in zip(todo, results):
-        epochs = [vars(record) if not isinstance(record, dict) else record
-                  for record in result.epochs]
-        epochs = [{k: float(v) for k, v in e.items()} for e in epochs]
+        epochs = [{k: float(v) for k, v in asdict(record).items()} for record in result.epochs]
         final = epochs[-1]
         if not all(map(_finite, (final["train_loss"], final["test_loss"]))):
             raise guards.ComponentError(
                 f"model '{job.model.key}' diverged in training (loss is not finite)")
-        ctx.cache.save(model_key(ctx.identity(job)), result.state_dict, epochs,
-                       ctx.identity(job))
+        identity = ctx.identity(job)
+        ctx.cache.save(model_key(identity), result.state_dict, epochs, identity)
         yield job, _train_rows(job, epochs)
+
+
+def _train_config(job: Job) -> training.TrainConfig:
+    """The trainer's configuration of a train job (the suite's train keys it knows)."""
+    known = training.TrainConfig.__dataclass_fields__
+    return training.TrainConfig(**{k: v for k, v in job.train.items() if k in known})
 
 
 def _finite(x: float) -> bool:
@@ -261,7 +267,7 @@ def _run_explain(job: Job, ctx: _Context) -> list[dict[str, Any]]:
                  eps=e, **where),
             _row(job, "cam_background_share",
                  metrics.background_share(cam, images).nanmean(), eps=e, **where),
-            _row(job, "cam_intensity", cam.float().mean(), eps=e, **where),
+            _row(job, "cam_intensity", metrics.cam_intensity(cam.float()).mean(), eps=e, **where),
         ]
     rows.append(_row(job, "explain_images_per_s",
                      len(labels) * len(batches) / max(seconds, 1e-9), **where))
@@ -412,9 +418,7 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         for job in train_jobs:
             groups.setdefault(job.pack_key(), []).append(job)
         for group in groups.values():
-            config = training.TrainConfig(**{k: v for k, v in group[0].train.items()
-                                             if k in training.TrainConfig.__dataclass_fields__})
-            size = max(1, training.pack_size(config, dev))
+            size = max(1, training.pack_size(_train_config(group[0]), dev))
             for start in range(0, len(group), size):
                 chunk = group[start:start + size]
                 bar.set_postfix_str(f"training {chunk[0].model.key} "
