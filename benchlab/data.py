@@ -7,8 +7,8 @@ used; a file that fails is deleted and fetched again, never read. Files come
 from the first source that yields verified copies: the data root itself, then
 each of the dataset's :class:`Source` objects in order. Hashing 47 MB on every
 run would dominate a short benchmark, so the MD5 of each file is remembered in a
-small JSON next to it and recomputed only when the file's size, mtime or inode
-changes.
+small JSON next to it and recomputed only when the file's size, mtime, inode or
+inode change time changes (the last one catches an edit whose mtime was put back).
 
 Messages go to the ``benchlab.data`` logger.
 """
@@ -176,7 +176,11 @@ def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 class _VerifiedCache:
-    """MD5s of the files in one directory, valid while (size, mtime, inode) stay the same."""
+    """MD5s of the files in one directory, valid while (size, mtime, inode, ctime) stay the same.
+
+    The inode change time cannot be set back by a user (``os.utime`` moves it
+    forward), so an edit in place with the old mtime restored is hashed again.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / VERIFIED_FILE
@@ -193,7 +197,7 @@ class _VerifiedCache:
     @staticmethod
     def _key(path: Path) -> list[int]:
         st = path.stat()
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
     def md5(self, path: Path) -> str:
         key = self._key(path)

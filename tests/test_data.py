@@ -10,6 +10,7 @@ import os
 import pickle
 import socket
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -358,3 +359,20 @@ def test_fashion_mnist_from_the_debian_package(root: Path) -> None:
     train = dataset.load("train", root)
     assert train.images.shape == (60000, 1, 28, 28)
     assert train.labels.bincount().tolist() == [6000] * 10
+
+
+def test_an_edit_in_place_with_the_mtime_put_back_is_hashed_again(root: Path) -> None:
+    dataset = _tiny_dataset(_CountingSource(_tiny_arrays()))
+    data.fetch(dataset)
+    path = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    st = path.stat()
+    time.sleep(0.05)  # the kernel stamps ctime with a clock that ticks every few ms
+    with open(path, "r+b") as fh:  # same size, same inode
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    status = {s.path.name: s for s in dataset.files(root)}["train-labels-idx1-ubyte"]
+    assert status.present and not status.verified
