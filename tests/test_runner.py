@@ -12,7 +12,7 @@ import yaml
 from conftest import toy_plugin
 
 import benchlab
-from benchlab import runner
+from benchlab import execute, runner, training
 from benchlab.cache import ModelCache
 from benchlab.components import Provenance
 from benchlab.plugins import build_registry
@@ -97,12 +97,12 @@ def test_training_is_reproducible_and_cached(tmp_path, toy_registry):
     pd.testing.assert_frame_equal(ra, rb)
     # a third run with the first cache trains nothing: the checkpoints are reused
     calls = []
-    original = runner.training.train_runs
-    runner.training.train_runs = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = training.train_runs
+    training.train_runs = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         c = _run(toy_registry, tmp_path / "c", tmp_path / "cache-a")
     finally:
-        runner.training.train_runs = original
+        training.train_runs = original
     assert not calls and not c.failed
     pd.testing.assert_frame_equal(ra, _measurements(pd.read_csv(c.out_dir / "results.csv")))
 
@@ -113,15 +113,15 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, toy_registry, monkey
 
     out = tmp_path / "interrupted"
     calls = {"n": 0}
-    original = runner._run_attack
+    original = execute.attack
 
-    def interrupt_second_attack(job, ctx):
+    def interrupt_second_attack(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(job, ctx)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "_run_attack", interrupt_second_attack)
+    monkeypatch.setattr(execute, "attack", interrupt_second_attack)
     with pytest.raises(KeyboardInterrupt):
         _run(toy_registry, out, tmp_path / "cache")
     kept = RunStore(out).finished_ok()
@@ -129,7 +129,7 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, toy_registry, monkey
     partial = pd.read_csv(out / "results.csv")
     assert set(partial["job"]) == kept  # results.csv holds every finished job, nothing else
 
-    monkeypatch.setattr(runner, "_run_attack", original)
+    monkeypatch.setattr(execute, "attack", original)
     outcome = runner.run_suite(_suite(toy_registry), toy_registry, out, device="cpu",
                                resume=True, cache=ModelCache(tmp_path / "cache"),
                                log=lambda s: None)

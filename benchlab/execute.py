@@ -1,0 +1,318 @@
+"""Executing jobs: a job and its inputs in, rows and products out.
+
+One function per kind of job, the same wherever it runs (in the calling process or
+on a cluster worker):
+
+``train_pack``  several seeds of one configuration -> per job: epoch rows, and the
+                trained weights with their epoch records
+``attack``      one attack on one trained model -> rows, and the adversarial images
+                the explain jobs will read
+``explain``     one explainer on clean and attacked images -> rows, and the data of
+                its grid figure
+
+Nothing here writes to the run directory or the model cache: products come back
+as values and the caller stores them. Inputs that come from other jobs (weights,
+adversarial images) are passed in as values, so a worker needs no shared
+filesystem; it needs only the components (its own plugin registry) and the
+dataset, which it loads (and fetches, if missing) into its own data root.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchlab import guards, metrics, training
+from benchlab.components import Component, DatasetSplit
+from benchlab.jobs import Job
+from benchlab.plugins import Registry
+
+StateDict = dict[str, torch.Tensor]
+OnEpoch = Callable[[str, dict[str, float]], None]
+
+_EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
+                  "images_per_s")
+
+
+@dataclass
+class JobResult:
+    """What executing one job gave: its rows, its product, or why it failed."""
+
+    job_id: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    # train: {"state_dict", "epochs"}; attack: {"eps", "adversarial"} or None;
+    # explain: the grid's tensors
+    product: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    where: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Workspace:
+    """What executing a job needs from the process it runs in.
+
+    The components (a plugin registry), the device, and the dataset splits, read
+    once per process from ``root``.
+    """
+
+    def __init__(self, registry: Registry, device: torch.device, root: Path):
+        self.registry, self.device, self.root = registry, torch.device(device), Path(root)
+        self._splits: dict[tuple[str, str, int | None], DatasetSplit] = {}
+
+    def split(self, dataset: dict[str, Any], which: str, size: int | None = None
+              ) -> DatasetSplit:
+        limit = size if size is not None else dataset.get(f"{which}_size")
+        key = (dataset["name"], which, limit)
+        if key not in self._splits:
+            component = self.registry.get("dataset", dataset["name"])
+            with blame("dataset", dataset["name"], component):
+                full = component.obj.load(which, self.root)
+            self._splits[key] = full.head(limit)
+        return self._splits[key]
+
+    def model_component(self, job: Job) -> Component:
+        return self.registry.get("model", job.model.name)
+
+    def build(self, job: Job) -> torch.nn.Module:
+        component = self.model_component(job)
+        params = component.params.model_validate(job.model.params)
+        info = self.registry.get("dataset", job.dataset["name"]).obj.info
+        return component.obj(info, params)
+
+    def where(self) -> dict[str, str]:
+        return {"host": socket.gethostname(), "pid": str(os.getpid()),
+                "device": str(self.device)}
+
+    def trained_model(self, job: Job, state: StateDict, probe: torch.Tensor) -> torch.nn.Module:
+        """The job's model with weights ``state``, checked on a first batch ``probe``."""
+        component = self.model_component(job)
+        with blame("model", job.model.key, component):
+            model = self.build(job)
+            model.load_state_dict(state)
+            model = model.to(self.device).eval()
+            info = self.registry.get("dataset", job.dataset["name"]).obj.info
+            with torch.no_grad():
+                guards.check_logits(model(probe), len(probe), info.num_classes)
+        return model
+
+
+def row(job: Job, metric: str, value: float, **where: Any) -> dict[str, Any]:
+    """One measurement of ``job`` as a row of results.csv."""
+    return {"job": job.id, "model": job.model.key, "dataset": job.dataset["name"],
+            "run": job.run, "seed": job.seed, "epoch": where.get("epoch"),
+            "attack": where.get("attack"), "eps": where.get("eps"),
+            "explainer": where.get("explainer"), "metric": metric, "value": float(value)}
+
+
+def train_rows(job: Job, epochs: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """The rows of a train job from its epoch records."""
+    return [row(job, m, record[m], epoch=int(record["epoch"]))
+            for record in epochs for m in _EPOCH_METRICS]
+
+
+def train_config(job: Job) -> training.TrainConfig:
+    """The trainer's configuration of a train job (the suite's train keys it knows)."""
+    known = training.TrainConfig.__dataclass_fields__
+    return training.TrainConfig(**{k: v for k, v in job.train.items() if k in known})
+
+
+# --------------------------------------------------------------------------- the three kinds
+
+
+def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = None
+               ) -> list[JobResult]:
+    """Train the runs of ``jobs`` (one configuration, several seeds) together.
+
+    A component failure raises :class:`guards.ComponentError` for the whole pack; a
+    run whose loss is not finite fails alone. ``on_epoch(job_id, record)`` is called
+    after every epoch of every run.
+    """
+    first = jobs[0]
+    started = time.perf_counter()
+    with blame("model", first.model.key, ws.model_component(first)):
+        train = ws.split(first.dataset, "train")
+        test = ws.split(first.dataset, "test")
+        tick = (lambda i, record: on_epoch(jobs[i].id, asdict(record))) if on_epoch else None
+        trained = training.train_runs(lambda: ws.build(first), train, test, train_config(first),
+                                      [job.seed for job in jobs], device=ws.device,
+                                      on_epoch=tick)
+    seconds = time.perf_counter() - started
+    results = []
+    for job, run in zip(jobs, trained):
+        epochs = [{k: float(v) for k, v in asdict(record).items()} for record in run.epochs]
+        final = epochs[-1]
+        if not all(map(_finite, (final["train_loss"], final["test_loss"]))):
+            message = f"model '{job.model.key}' diverged in training (loss is not finite)"
+            results.append(JobResult(job.id, error=message, seconds=seconds, where=ws.where()))
+            continue
+        results.append(JobResult(job.id, train_rows(job, epochs),
+                                 {"state_dict": run.state_dict, "epochs": epochs},
+                                 seconds=seconds, where=ws.where()))
+    return results
+
+
+def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResult:
+    """Attack the trained model ``state`` at every eps of ``job``.
+
+    The product holds the first ``keep`` adversarial images per eps (what explain
+    jobs read), or is None when ``keep`` is 0.
+    """
+    assert job.attack is not None
+    started_job = time.perf_counter()
+    component = ws.registry.get("attack", job.attack.name)
+    params = component.params.model_validate(job.attack.params)
+    split = ws.split(job.dataset, "test", job.evaluate["test_size"])
+    images, labels = split.floats(ws.device), split.labels.to(ws.device)
+    batch = job.evaluate["batch_size"]
+    model = ws.trained_model(job, state, images[:batch])
+    clean_pred, _ = _predict(model, images, batch)
+    eps = list(job.eps)
+
+    started = time.perf_counter()
+    with blame("attack", job.attack.key, component), seeded(job.seed, ws.device):
+        adversarial = component.obj(model, images, labels, eps, params)
+        guards.check_adversarial(images, adversarial, eps)
+    seconds = time.perf_counter() - started
+
+    # A targeted attack says which classes it aimed at, so success means reaching them.
+    aimed_at = component.extra.get("targets")
+    targets = aimed_at(model, images, labels, params) if aimed_at is not None else None
+    rows = [row(job, "accuracy", metrics.accuracy(clean_pred, labels), attack=job.attack.key,
+                eps=0.0)]
+    for i, e in enumerate(eps):
+        adv_pred, _ = _predict(model, adversarial[i], batch)
+        linf, l2 = metrics.perturbation_norms(images, adversarial[i])
+        where = dict(attack=job.attack.key, eps=e)
+        rows += [
+            row(job, "accuracy", metrics.accuracy(adv_pred, labels), **where),
+            row(job, "success_rate",
+                metrics.attack_success_rate(clean_pred, adv_pred, labels, targets), **where),
+            row(job, "linf", linf, **where),
+            row(job, "l2", l2, **where),
+        ]
+    rows += [
+        row(job, "attack_time_s", seconds, attack=job.attack.key),
+        row(job, "images_per_s", len(labels) * len(eps) / max(seconds, 1e-9),
+            attack=job.attack.key),
+    ]
+    product = None
+    if keep:
+        # clone: a slice would carry (and save) the whole underlying storage
+        product = {"eps": torch.tensor(eps), "adversarial": adversarial[:, :keep].cpu().clone()}
+    return JobResult(job.id, rows, product, seconds=time.perf_counter() - started_job,
+                     where=ws.where())
+
+
+def explain(job: Job, ws: Workspace, state: StateDict,
+            adversarial: dict[str, torch.Tensor] | None = None) -> JobResult:
+    """Explain clean images and, for a job with an attack, the attack's ``adversarial``."""
+    assert job.explainer is not None
+    started_job = time.perf_counter()
+    component = ws.registry.get("explainer", job.explainer.name)
+    params = component.params.model_validate(job.explainer.params)
+    size = job.evaluate["explain_size"]
+    split = ws.split(job.dataset, "test", size)
+    images, labels = split.floats(ws.device), split.labels.to(ws.device)
+    model = ws.trained_model(job, state, images[: job.evaluate["batch_size"]])
+    eps: list[float] = [0.0]
+    batches = [images]
+    if job.attack is not None:
+        if adversarial is None:
+            raise guards.ComponentError(f"explain job {job.id}: no adversarial images given")
+        eps += [float(e) for e in adversarial["eps"]]
+        batches += list(adversarial["adversarial"][:, : len(labels)].to(ws.device))
+
+    maps = []
+    started = time.perf_counter()
+    with blame("explainer", job.explainer.key, component), seeded(job.seed, ws.device):
+        for batch in batches:
+            cam = component.obj(model, batch, params)
+            guards.check_explanation(batch, cam)
+            maps.append(cam)
+    seconds = time.perf_counter() - started
+
+    where = dict(attack=job.attack.key if job.attack else None, explainer=job.explainer.key)
+    rows = []
+    clean_map = maps[0]
+    for e, cam in zip(eps, maps):
+        rows += [
+            row(job, "cam_similarity", metrics.cam_similarity(clean_map, cam).nanmean(),
+                eps=e, **where),
+            row(job, "cam_background_share",
+                metrics.background_share(cam, images).nanmean(), eps=e, **where),
+            row(job, "cam_intensity", metrics.cam_intensity(cam.float()).mean(), eps=e, **where),
+        ]
+    rows.append(row(job, "explain_images_per_s",
+                    len(labels) * len(batches) / max(seconds, 1e-9), **where))
+
+    from benchlab.grid import pick_distinct_digits
+
+    picks = pick_distinct_digits(labels.cpu(), job.evaluate["count"]).to(ws.device)
+    grid_images = torch.stack([b[picks, 0] for b in batches]).cpu()
+    grid_maps = torch.stack([m[picks] for m in maps]).cpu()
+    preds, confs = zip(*(_predict(model, b[picks], len(picks)) for b in batches))
+    grid = {"eps": torch.tensor(eps), "images": grid_images, "maps": grid_maps,
+            "preds": torch.stack(preds).cpu(), "confidences": torch.stack(confs).cpu(),
+            "labels": labels[picks].cpu()}
+    return JobResult(job.id, rows, grid, seconds=time.perf_counter() - started_job,
+                     where=ws.where())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes and their softmax confidence, in batches."""
+    preds, confs = [], []
+    for chunk in images.split(batch_size):
+        probs = model(chunk).float().softmax(dim=1)
+        conf, pred = probs.max(dim=1)
+        preds.append(pred)
+        confs.append(conf)
+    return torch.cat(preds), torch.cat(confs)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global RNGs for one component call, leaving the caller's state untouched."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def blame(kind: str, key: str, component: Component) -> Iterator[None]:
+    """Prefix any failure inside a component call with who is responsible."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, Attributed):
+        raise
+    except guards.ComponentError as exc:  # a broken contract, found by a guard
+        raise Attributed(f"{kind} '{key}' from {component.provenance}: {exc}") from exc
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise Attributed(f"{kind} '{key}' from {component.provenance}: {text}") from exc
+
+
+class Attributed(guards.ComponentError):
+    """A component failure whose message already names the component."""

@@ -1,0 +1,55 @@
+"""The in-process executor: tasks run one after the other, in the calling process."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchlab import guards, training
+from benchlab.execute import Workspace, train_config
+from benchlab.executors import Done, Task, run_task
+from benchlab.jobs import Job
+from benchlab.plugins import Registry
+
+
+class LocalExecutor:
+    streams_epochs = True
+
+    def __init__(self, registry: Registry, device: torch.device, root: Path,
+                 on_epoch: Callable[[str, dict[str, float]], None] | None = None):
+        self.workspace = Workspace(registry, device, root)
+        self.on_epoch = on_epoch
+        self._queue: deque[Task] = deque()
+
+    def pack_size(self, job: Job) -> int:
+        return max(1, training.pack_size(train_config(job), self.workspace.device))
+
+    def share(self, name: str, value: Any) -> Any:
+        return value
+
+    def release(self, name: str) -> None:
+        pass
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def next_done(self) -> Done:
+        if not self._queue:
+            raise LookupError("no task is pending")
+        task = self._queue.popleft()
+        started = time.perf_counter()
+        try:
+            return Done(task, run_task(task, self.workspace, self.on_epoch))
+        except guards.ComponentError as exc:
+            return Done(task, error=str(exc), seconds=time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._queue.clear()
