@@ -1,9 +1,16 @@
-"""Summary statistics for per-run measurements (pure functions on arrays)."""
+"""Statistics of per-run measurements (pure functions on arrays).
+
+The tests themselves come from scipy (``scipy.stats.t``, ``nct``, ``bootstrap``);
+what is written here is how they are combined: the Welch interval, two one-sided
+tests (TOST) for equivalence, Holm's step-down correction, the runs a test needs
+for a given power, and the convergence statistics of a learning curve. Each is
+cross-checked in ``tests/test_stats.py`` against scipy or a hand-worked example.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,13 +65,197 @@ def welch(a: Sequence[float], b: Sequence[float]) -> WelchResult:
     return WelchResult(float(t), p, float(df))
 
 
-def first_epoch_reaching(epochs: Sequence[int], values: Sequence[float],
+def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95
+             ) -> tuple[float, float]:
+    """Confidence interval of ``mean(a) - mean(b)`` with Welch's degrees of freedom.
+
+    NaN when either side has fewer than two values; a point when neither side varies.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return math.nan, math.nan
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    if vx + vy == 0:
+        return diff, diff
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(_stats.t.ppf(0.5 + level / 2, df) * math.sqrt(vx + vy))
+    return diff - half, diff + half
+
+
+@dataclass(frozen=True)
+class TostResult:
+    """Two one-sided Welch tests of ``|mean(a) - mean(b)| < margin``.
+
+    ``p`` is the larger of the two one-sided p-values: equivalence is shown at level
+    alpha when ``p < alpha``, which is the same as the ``1 - 2 alpha`` confidence
+    interval (``ci``) lying inside ``(-margin, margin)``.
+    """
+
+    diff: float
+    p: float
+    p_lower: float  # H0: diff <= -margin
+    p_upper: float  # H0: diff >= +margin
+    ci: tuple[float, float]
+    df: float
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float,
+         alpha: float = 0.05) -> TostResult:
+    """Equivalence of two means within ``margin`` by two one-sided Welch t-tests."""
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    nan = TostResult(math.nan, math.nan, math.nan, math.nan, (math.nan, math.nan), math.nan)
+    if x.size < 2 or y.size < 2:
+        return nan
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    ci = welch_ci(a, b, 1 - 2 * alpha)
+    if vx + vy == 0:
+        p_lower = 0.0 if diff > -margin else 1.0
+        p_upper = 0.0 if diff < margin else 1.0
+        return TostResult(diff, max(p_lower, p_upper), p_lower, p_upper, ci, math.nan)
+    se = math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    p_lower = float(_stats.t.sf((diff + margin) / se, df))
+    p_upper = float(_stats.t.cdf((diff - margin) / se, df))
+    return TostResult(diff, max(p_lower, p_upper), p_lower, p_upper, ci, float(df))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error rate), in input order.
+
+    The i-th smallest of m p-values is multiplied by ``m - i`` (i from 0), running
+    maxima keep the order, and values are capped at 1. NaN p-values (tests that
+    could not be run) are not part of the family and stay NaN.
+    """
+    values = [float(p) for p in pvalues]
+    tested = sorted((p, i) for i, p in enumerate(values) if not math.isnan(p))
+    adjusted = [math.nan] * len(values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
+                      resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a) - mean(b)``, resampling each side.
+
+    Seeded, so a report redrawn from the same results shows the same interval. NaN
+    when either side has fewer than two values.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return math.nan, math.nan
+    if x.var() == 0 and y.var() == 0:
+        diff = float(x.mean() - y.mean())
+        return diff, diff
+
+    def difference(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return u.mean(axis=axis) - v.mean(axis=axis)
+
+    result = _stats.bootstrap((x, y), difference, n_resamples=resamples, confidence_level=level,
+                              method="percentile", vectorized=True,
+                              rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def t_test_power(diff: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of a two-sided two-sample t-test, ``n`` runs per side, common ``sd``."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df = 2 * n - 2
+    nc = abs(diff) / (sd * math.sqrt(2 / n))
+    crit = _stats.t.ppf(1 - alpha / 2, df)
+    power = _stats.nct.sf(crit, df, nc) + _stats.nct.cdf(-crit, df, nc)
+    if math.isnan(power):  # scipy's nct fails far in the tail; the normal limit holds there
+        power = _stats.norm.sf(crit - nc) + _stats.norm.cdf(-crit - nc)
+    return float(power)
+
+
+def tost_power(sd: float, margin: float, n: int, alpha: float = 0.05,
+               diff: float = 0.0) -> float:
+    """Approximate power of TOST with ``n`` runs per side, common ``sd``, true ``diff``.
+
+    Both one-sided tests must reject: power ~ P(T1 > t) + P(T2 > t) - 1 with T1, T2
+    noncentral t with noncentralities ``(margin +- diff) / se`` (the usual
+    approximation; it ignores that both tests share one variance estimate).
+    """
+    if n < 2 or not sd > 0:
+        return math.nan
+    df = 2 * n - 2
+    se = sd * math.sqrt(2 / n)
+    crit = _stats.t.ppf(1 - alpha, df)
+    power = 0.0 - 1
+    for nc in ((margin + diff) / se, (margin - diff) / se):
+        one = _stats.nct.sf(crit, df, nc)
+        power += one if not math.isnan(one) else _stats.norm.sf(crit - nc)
+    return float(max(0.0, power))
+
+
+def runs_needed(power_at: Callable[[int], float], target: float = 0.8,
+                limit: int = 100_000) -> int | None:
+    """The smallest n (runs per side, >= 2) with ``power_at(n) >= target``; None
+    if even ``limit`` runs do not reach it. ``power_at`` must grow with n."""
+    high = 2
+    while not power_at(high) >= target:  # doubling keeps the search where power is accurate
+        if high >= limit:
+            return None
+        high = min(2 * high, limit)
+    low = max(2, high // 2)
+    while low < high:
+        mid = (low + high) // 2
+        if power_at(mid) >= target:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    """sqrt of the mean of the two sample variances (the common sd of a power estimate)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return math.nan
+    return float(math.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2))
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def first_epoch_reaching(epochs: Sequence[float], values: Sequence[float],
                          threshold: float) -> int | None:
-    """The first epoch whose value is at least ``threshold`` (None if never)."""
+    """The first epoch (or step) whose value is at least ``threshold`` (None if never)."""
     for epoch, value in sorted(zip(epochs, values)):
         if value >= threshold:
             return int(epoch)
     return None
+
+
+first_step_reaching = first_epoch_reaching
+
+
+def early_auc(steps: Sequence[float], values: Sequence[float], horizon: float) -> float:
+    """Mean of a learning curve over steps [first point, ``horizon``] (trapezoid rule).
+
+    The area under the curve divided by the width of the window, so it reads as an
+    accuracy: higher means the run learned earlier. The curve is interpolated
+    linearly at ``horizon``; NaN if it has no point before ``horizon`` or does not
+    reach it.
+    """
+    order = np.argsort(np.asarray(steps, dtype=float))
+    x = np.asarray(steps, dtype=float)[order]
+    y = np.asarray(values, dtype=float)[order]
+    if x.size < 2 or x[0] >= horizon or x[-1] < horizon:
+        return math.nan
+    inside = x < horizon
+    xs = np.append(x[inside], horizon)
+    ys = np.append(y[inside], np.interp(horizon, x, y))
+    area = np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2)
+    return float(area / (horizon - xs[0]))
 
 
 def format_mean_std(s: Summary, scale: float = 1.0, digits: int = 2) -> str:

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -57,7 +57,8 @@ from torch import nn
 
 from benchlab.components import DatasetSplit
 
-__all__ = ["EpochRecord", "RunResult", "TrainConfig", "evaluate", "pack_size", "train_runs"]
+__all__ = ["EpochRecord", "RunResult", "StepRecord", "TrainConfig", "evaluate", "pack_size",
+           "train_runs"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class TrainConfig:
 
     ``momentum`` applies to SGD only; Adam uses its default betas. ``precision="bf16"``
     runs forward and backward under bfloat16 autocast with float32 master weights.
+    ``eval_every`` (optimisation steps; None: off) evaluates each run on a fixed
+    evaluation set at step 0 and after every ``eval_every`` steps, for learning
+    curves at step resolution (:class:`StepRecord`). It never changes the weights.
     """
 
     epochs: int = 14
@@ -75,6 +79,7 @@ class TrainConfig:
     momentum: float = 0.9
     test_batch_size: int = 1000
     precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -89,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 (or None), got {self.eval_every}")
 
 
 @dataclass(frozen=True)
@@ -115,13 +122,33 @@ class EpochRecord:
     images_per_s: float
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One point of a run's learning curve at step resolution.
+
+    ``step`` optimisation steps have been taken (0: the freshly initialised model);
+    ``epoch`` is the same position in epochs (``step / steps_per_epoch``). The test
+    metrics come from :func:`evaluate` on the evaluation set, in float32.
+    ``eval_time_s`` is the wall time of that evaluation, which is not counted in
+    the epoch's ``epoch_time_s``.
+    """
+
+    step: int
+    epoch: float
+    test_loss: float
+    test_acc: float
+    eval_time_s: float
+
+
 @dataclass
 class RunResult:
-    """A trained run: its seed, one record per epoch and its final weights (on CPU)."""
+    """A trained run: its seed, one record per epoch, its final weights (on CPU) and,
+    when ``eval_every`` is set, its learning curve at step resolution."""
 
     seed: int
     epochs: list[EpochRecord]
     state_dict: dict[str, torch.Tensor]
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 OnEpoch = Callable[[int, EpochRecord], None]
@@ -146,13 +173,16 @@ def pack_size(config: TrainConfig, device: torch.device | str) -> int:
 def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: DatasetSplit,
                config: TrainConfig, seeds: Sequence[int],
                device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
-               *, pack: int | None = None) -> list[RunResult]:
+               *, pack: int | None = None,
+               curve_split: DatasetSplit | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
     mapping images in [0, 1] of shape (N, C, H, W) to logits. ``on_epoch(i, record)``
     is called in the calling thread after every epoch of run ``seeds[i]``. ``pack``
-    overrides :func:`pack_size` (1 trains the runs one at a time).
+    overrides :func:`pack_size` (1 trains the runs one at a time). With
+    ``config.eval_every`` set, every run is also evaluated on ``curve_split``
+    (default: ``test``) every ``eval_every`` steps (:attr:`RunResult.steps`).
 
     The same seeds give the same results on the same machine. A run trained in a
     pack computes with one intra-op thread instead of all of them, which changes
@@ -167,7 +197,9 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
     pack = pack_size(config, device) if pack is None else pack
     if pack < 1:
         raise ValueError(f"pack must be >= 1, got {pack}")
-    data = _Data(train, test, device)
+    if curve_split is not None and len(curve_split) == 0:
+        raise ValueError("curve_split must not be empty")
+    data = _Data(train, test, device, curve_split)
 
     if pack > 1 and _draws_from_global_rng(_prepare(build, seeds[0], device), data):
         pack = 1  # its randomness could only be reproduced with one run at a time
@@ -217,10 +249,13 @@ def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 1000,
 class _Data:
     """Both splits on the training device, shared read-only by every run."""
 
-    def __init__(self, train: DatasetSplit, test: DatasetSplit, device: torch.device) -> None:
+    def __init__(self, train: DatasetSplit, test: DatasetSplit, device: torch.device,
+                 curve: DatasetSplit | None = None) -> None:
         self.images = train.images.to(device)
         self.labels = train.labels.to(device)
         self.test = DatasetSplit(test.images.to(device), test.labels.to(device))
+        self.curve = self.test if curve is None else DatasetSplit(curve.images.to(device),
+                                                                  curve.labels.to(device))
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -245,12 +280,16 @@ def _train_run(model: nn.Module, seed: int, data: _Data, config: TrainConfig,
     _seed_dropouts(model, mask_generator)
     optimizer = _optimizer(model, config, device)
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device))
+    curve = _Curve(model, data, config, device) if config.eval_every else None
     records: list[EpochRecord] = []
     # Seeding the global generator too makes a model that draws from it (trained
     # only ever alone, see train_runs) reproducible; seeded dropouts never touch it.
     with _global_rng_seeded(seed, device, enabled=pack == 1):
+        if curve is not None:
+            curve.evaluate()  # step 0: where every curve starts
         for epoch in range(1, config.epochs + 1):
-            train_loss, train_acc, seconds = _train_epoch(step, data, config, generator, cancel)
+            train_loss, train_acc, seconds = _train_epoch(step, data, config, generator, cancel,
+                                                          curve)
             test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device)
             record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc,
                                  seconds, pack * len(data) / seconds)
@@ -258,7 +297,8 @@ def _train_run(model: nn.Module, seed: int, data: _Data, config: TrainConfig,
             emit(record)
     state = {name: t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
              for name, t in model.state_dict().items()}
-    return RunResult(seed=seed, epochs=records, state_dict=state)
+    return RunResult(seed=seed, epochs=records, state_dict=state,
+                     steps=curve.records if curve is not None else [])
 
 
 def _prepare(build: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
@@ -311,14 +351,48 @@ class _Step:
         return loss.detach(), logits.detach()
 
 
+class _Curve:
+    """A run's learning curve: evaluates the model on the evaluation set every
+    ``config.eval_every`` optimisation steps, counted across epochs."""
+
+    def __init__(self, model: nn.Module, data: _Data, config: TrainConfig,
+                 device: torch.device) -> None:
+        assert config.eval_every is not None
+        self.model, self.split, self.device = model, data.curve, device
+        self.every, self.batch_size = config.eval_every, config.test_batch_size
+        self.steps_per_epoch = math.ceil(len(data) / config.batch_size)
+        self.step = 0
+        self.seconds = 0.0  # spent evaluating, so far
+        self.records: list[StepRecord] = []
+
+    def evaluate(self) -> None:
+        start = time.perf_counter()
+        loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device)
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        self.records.append(StepRecord(self.step, self.step / self.steps_per_epoch, loss,
+                                       accuracy, seconds))
+
+    def stepped(self) -> None:
+        self.step += 1
+        if self.step % self.every == 0:
+            self.evaluate()
+
+
 def _train_epoch(step: _Step, data: _Data, config: TrainConfig, generator: torch.Generator,
-                 cancel: threading.Event | None) -> tuple[float, float, float]:
-    """One pass over the training data in a fresh order: (loss, accuracy, seconds)."""
+                 cancel: threading.Event | None, curve: _Curve | None = None
+                 ) -> tuple[float, float, float]:
+    """One pass over the training data in a fresh order: (loss, accuracy, seconds).
+
+    The seconds are those of the training steps; evaluations of ``curve`` are not
+    counted in them.
+    """
     step.model.train()
     n = len(data)
     order = torch.randperm(n, generator=generator).to(step.device)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), dtype=torch.int64, device=step.device)
+    evaluating = curve.seconds if curve is not None else 0.0
     start = time.perf_counter()
     for begin in range(0, n, config.batch_size):
         if cancel is not None and cancel.is_set():
@@ -328,8 +402,13 @@ def _train_epoch(step: _Step, data: _Data, config: TrainConfig, generator: torch
         loss, logits = step(data.images.index_select(0, batch), labels)
         loss_sum.add_(loss, alpha=batch.shape[0])
         correct.add_((logits.argmax(dim=1) == labels).sum())
+        if curve is not None:
+            curve.stepped()
     train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one sync
-    return train_loss, train_acc, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if curve is not None:
+        seconds -= curve.seconds - evaluating
+    return train_loss, train_acc, seconds
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:

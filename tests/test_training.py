@@ -284,3 +284,41 @@ def test_seeded_dropout_behaves_like_dropout():
     assert layer.eval()(x) is x
     assert torch.equal(_SeededDropout(1.0, torch.Generator()).train()(x), torch.zeros_like(x))
     assert _SeededDropout(0.0, torch.Generator()).train()(x) is x
+
+
+# -- learning curves at step resolution ------------------------------------------------
+
+def test_step_evaluation_leaves_training_unchanged_and_records_the_curve():
+    plain = train_runs(cnn_bn, TRAIN, TEST, replace(ONE_EPOCH, epochs=2), seeds=[3, 4], pack=2)
+    curve_split = TEST.head(50)
+    config = replace(ONE_EPOCH, epochs=2, eval_every=3)
+    traced = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[3, 4], pack=2,
+                        curve_split=curve_split)
+    assert_same_runs(plain, traced, rtol=0, atol=0)  # evaluation touches no weight or RNG
+    assert all(not r.steps for r in plain)
+    steps_per_epoch = 512 // 64  # 8 steps per epoch, 16 in all: evaluated at 0, 3, ..., 15
+    for result in traced:
+        assert [s.step for s in result.steps] == [0, 3, 6, 9, 12, 15]
+        assert [s.epoch for s in result.steps] == [s / steps_per_epoch for s in (0, 3, 6, 9, 12, 15)]
+        assert all(s.eval_time_s > 0 for s in result.steps)
+    # step 0 is the freshly initialised model, evaluated on the evaluation set
+    torch.manual_seed(3)
+    loss, accuracy = evaluate(cnn_bn(), curve_split)
+    first = traced[0].steps[0]
+    assert (first.test_loss, first.test_acc) == pytest.approx((loss, accuracy), rel=1e-5)
+
+
+def test_the_last_curve_point_is_the_trained_model_on_the_evaluation_set():
+    config = replace(ONE_EPOCH, eval_every=4)  # 8 steps: the last evaluation is after step 8
+    (result,) = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[2], pack=1)
+    assert [s.step for s in result.steps] == [0, 4, 8] and result.steps[-1].epoch == 1.0
+    model = cnn_bn()
+    model.load_state_dict(result.state_dict)
+    # without curve_split the curve is evaluated on the test split
+    assert result.steps[-1].test_acc == pytest.approx(evaluate(model, TEST)[1])
+    assert result.steps[-1].test_acc == pytest.approx(result.epochs[-1].test_acc)
+
+
+def test_eval_every_must_be_positive():
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=0)
