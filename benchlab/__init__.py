@@ -11,6 +11,7 @@ from benchlab.components import (
     DatasetSplit,
     FileStatus,
     NoParams,
+    ParamError,
     Params,
     Provenance,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "DatasetSplit",
     "FileStatus",
     "NoParams",
+    "ParamError",
     "Params",
     "Provenance",
     "__version__",

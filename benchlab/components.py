@@ -16,13 +16,24 @@ Split = Literal["train", "test"]
 
 
 class Params(BaseModel):
-    """Base class for a component's parameter model: unknown keys are rejected."""
+    """Base class for a component's parameter model: unknown keys, inf and nan are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):
     """Parameter model of a component that takes no parameters."""
+
+
+class ParamError(ValueError):
+    """Raised by a component's ``check_model`` when a parameter does not fit the model.
+
+    ``field`` names the parameter, so that validation points at its line.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,19 @@ from pydantic import (
     model_validator,
 )
 
-from benchlab.components import Params
+from benchlab.components import ParamError, Params
 from benchlab.plugins import Registry
 
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Names and labels become parts of file names (job ids, plots): 64 characters
+# keep the longest job id well under the usual 255-byte limit of a file name.
+MAX_LABEL = 64
+Label = Annotated[str, Field(pattern=_LABEL, max_length=MAX_LABEL)]
+MAX_SEED = 2**32 - 1  # every seed of a run must fit the generators that take it
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetRef(_Strict):
@@ -48,10 +53,10 @@ class DatasetRef(_Strict):
 class ComponentRef(BaseModel):
     """A component by name; every other key is one of the component's parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     name: str
-    label: Annotated[str, Field(pattern=_LABEL)] | None = None
+    label: Label | None = None
     _params: Params | None = PrivateAttr(default=None)
 
     @property
@@ -99,7 +104,15 @@ class TrainSection(_Strict):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     test_batch_size: Annotated[int, Field(gt=0)] = 1000
     precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = 1
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> TrainSection:
+        if self.seed + self.runs - 1 > MAX_SEED:
+            raise _LocatedError(("seed",), f"with {self.runs} runs the last seed would be "
+                                f"{self.seed + self.runs - 1}; expected seed + runs - 1 <= "
+                                f"{MAX_SEED}")
+        return self
 
 
 class EvaluateSection(_Strict):
@@ -116,7 +129,7 @@ class ReportSection(_Strict):
 
 
 class Suite(_Strict):
-    name: Annotated[str, Field(pattern=_LABEL)]
+    name: Label
     description: str = ""
     dataset: DatasetRef
     models: Annotated[list[ModelRef], Field(min_length=1)]
@@ -194,7 +207,7 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
     """Map each YAML path (keys and list indices as strings) to its 1-based line."""
     index: dict[tuple[str, ...], int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError:
         return index
 
@@ -214,6 +227,101 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
     return index
 
 
+# A suite is a short file; these bounds keep a hostile one (an alias bomb, a huge or
+# endless file, deep nesting) from costing more than a fraction of a second.
+MAX_SUITE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000  # nodes of the document once every alias is expanded
+# libyaml's parser when present: a 1 MiB suite parses in milliseconds, not seconds
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_bounded(p: Path, source: str) -> str:
+    try:
+        with open(p, "rb") as fh:
+            blob = fh.read(MAX_SUITE_BYTES + 1)
+    except OSError as exc:
+        raise SuiteError([Problem(source, "", f"cannot read the file: {exc.strerror or exc}")]
+                         ) from None
+    if len(blob) > MAX_SUITE_BYTES:
+        raise SuiteError([Problem(source, "", f"larger than {MAX_SUITE_BYTES // 1024} KiB; "
+                                  "expected a YAML suite file")])
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError([Problem(source, "", f"not UTF-8 text (byte {exc.start}); expected "
+                                  "a YAML suite file")]) from None
+
+
+def check_yaml_shape(text: str, source: str) -> None:
+    """Refuse YAML that is too deep, expands too far through aliases or repeats a key.
+
+    Works on the parser's event stream, without building the document: it keeps
+    the expanded size of every anchored node, so an alias bomb is measured, not
+    expanded. Raises :class:`SuiteError`, for YAML syntax errors too: the loader,
+    which recurses once per level, only ever sees a document that passed.
+    """
+    # frame: [is_mapping, expanded size, anchor, children seen, {key: line}, label of child]
+    stack: list[list[Any]] = []
+    sizes: dict[str, int] = {}
+
+    def fail(event: yaml.Event, message: str) -> None:
+        path = ".".join(str(f[5]) for f in stack if f[5] is not None)
+        raise SuiteError([Problem(source, path, message, event.start_mark.line + 1)])
+
+    def add(event: yaml.Event, size: int) -> None:
+        if size > MAX_NODES:
+            fail(event, f"aliases expand to more than {MAX_NODES:,} values; expected a "
+                 "suite without alias bombs")
+        if stack:
+            parent = stack[-1]
+            parent[1] += size
+            parent[3] += 1
+            if parent[1] > MAX_NODES:
+                fail(event, f"aliases expand to more than {MAX_NODES:,} values; expected a "
+                     "suite without alias bombs")
+
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if stack and stack[-1][0] and stack[-1][3] % 2 == 0:  # a mapping key comes next
+                key = event.value if isinstance(event, yaml.ScalarEvent) else None
+                if key is not None:
+                    seen = stack[-1][4]
+                    if key in seen:
+                        stack[-1][5] = key
+                        fail(event, f"duplicate key '{key}' (also on line {seen[key]}); "
+                             "expected each key once")
+                    seen[key] = event.start_mark.line + 1
+                stack[-1][5] = key
+            elif stack and not stack[-1][0]:
+                stack[-1][5] = stack[-1][3]
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if len(stack) >= MAX_DEPTH:
+                    fail(event, f"nested deeper than {MAX_DEPTH} levels; expected a suite")
+                stack.append([isinstance(event, yaml.MappingStartEvent), 1, event.anchor,
+                              0, {}, None])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frame = stack.pop()
+                if frame[2] is not None:
+                    sizes[frame[2]] = frame[1]
+                add(event, frame[1])
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+                add(event, 1)
+            elif isinstance(event, yaml.AliasEvent):
+                add(event, sizes.get(event.anchor, 1))
+    except yaml.YAMLError as exc:
+        raise SuiteError([_yaml_problem(source, exc)]) from None
+
+
+def _yaml_problem(source: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return Problem(source, "", f"invalid YAML: {what}", line)
+
+
 def read_suite_file(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     """Parse a suite file into a plain mapping (and a path -> line index)."""
     source = str(path)
@@ -222,17 +330,12 @@ def read_suite_file(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, .
         raise SuiteError([Problem(source, "", "no such file")])
     if p.is_dir():
         raise SuiteError([Problem(source, "", "is a directory; expected a YAML suite file")])
+    text = _read_bounded(p, source)
+    check_yaml_shape(text, source)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError([Problem(source, "", f"cannot read the file: {exc}")]) from None
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError([Problem(source, "", f"invalid YAML: {what}", line)]) from None
+        raise SuiteError([_yaml_problem(source, exc)]) from None
     if data is None:
         raise SuiteError([Problem(source, "", "the file is empty; expected a mapping with "
                                   "at least 'name', 'dataset' and 'models'")])
@@ -254,7 +357,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
         path, _, raw = item.partition("=")
         path = path.strip()
         try:
-            value = yaml.safe_load(raw)
+            check_yaml_shape(raw, source)
+        except SuiteError as exc:
+            problems += [Problem(source, path, p.message) for p in exc.problems]
+            continue
+        try:
+            value = yaml.load(raw, Loader=_LOADER)
         except yaml.YAMLError as exc:
             problems.append(Problem(source, path,
                                     f"value is not valid YAML: {exc.__class__.__name__}"))
@@ -322,7 +430,7 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
 
     # Structure and components are checked independently, so that one pass reports
     # every problem: a wrong type in `train` and a misspelled attack name alike.
-    problems: list[Problem] = []
+    problems: list[Problem] = [problem(loc, message) for loc, message in _unwritable(data)]
     suite: Suite | None = None
     try:
         suite = Suite.model_validate(data)
@@ -353,6 +461,9 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
                     loc, message = _describe(err, raw, component.params,
                                              extra_known=list(ref_type.model_fields))
                     problems.append(problem((*base, *loc), message))
+    if not problems and suite is not None:
+        problems += [problem(loc, message)
+                     for loc, message in _check_against_models(suite, params, registry)]
     if problems or suite is None:
         problems.sort(key=lambda p: p.line or 0)
         raise SuiteError(problems)
@@ -360,6 +471,58 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
         for i, ref in enumerate(getattr(suite, section)):
             ref._params = params[(section, i)]
     return suite
+
+
+def _unwritable(data: Any, loc: tuple[Any, ...] = ()) -> Iterable[tuple[tuple[Any, ...], str]]:
+    """Strings that cannot be written as UTF-8 (lone surrogates from YAML escapes)."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            yield loc, (f"holds {data[exc.start]!r} at character {exc.start}, a lone surrogate "
+                        "that cannot be written to a file; expected text")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _unwritable(key, (*loc, key))
+            yield from _unwritable(value, (*loc, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _unwritable(value, (*loc, i))
+
+
+def _check_against_models(suite: Suite, params: dict[tuple[str, int], Params],
+                          registry: Registry) -> Iterable[tuple[tuple[Any, ...], str]]:
+    """Run the attacks' and explainers' ``check_model`` on every model they will get.
+
+    Catches what would otherwise fail only after training (a Grad-CAM layer the
+    model does not have, a class it cannot predict).
+    """
+    checks = [(section, j, check)
+              for section, kind, _ in _SECTIONS[2:]
+              for j, ref in enumerate(getattr(suite, section))
+              if (check := registry.get(kind, ref.name).extra.get("check_model")) is not None]
+    if not checks:
+        return
+    info = registry.get("dataset", suite.dataset.name).obj.info
+    for i, ref in enumerate(suite.models):
+        component = registry.get("model", ref.name)
+        try:
+            model = component.obj(info, params[("models", i)])
+        except Exception as exc:  # noqa: BLE001 - reported as the model's problem
+            yield ("models", i), f"{component.provenance} cannot build it: {_one_line(exc)}"
+            continue
+        for section, j, check in checks:
+            try:
+                check(model, info, params[(section, j)])
+            except ParamError as exc:
+                yield (section, j, exc.field), f"with model '{ref.key}': {exc}"
+            except Exception as exc:  # noqa: BLE001 - a broken check is still a problem
+                yield (section, j), f"with model '{ref.key}': {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 _SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
@@ -456,6 +619,8 @@ _EXPECTED = {
     "literal_error": "one of {expected}",
     "enum": "one of {expected}",
     "string_pattern_mismatch": "a name of letters, digits, '_', '-' and '.' (pattern {pattern})",
+    "string_too_long": "at most {max_length} characters",
+    "finite_number": "a finite number",
 }
 
 

@@ -69,7 +69,8 @@ class FGSMParams(Params):
 class IFGSMParams(FGSMParams):
     """Parameters of ``ifgsm``."""
 
-    steps: int = Field(default=100, ge=1, description="number of signed gradient steps")
+    # 10,000 steps on 10,000 images is already a day of CPU; more is a typo
+    steps: int = Field(default=100, ge=1, le=10_000, description="number of signed gradient steps")
     alpha: float | None = Field(
         default=None, gt=0.0, le=1.0,
         description="step size on the [0, 1] scale; default eps / steps")
@@ -234,9 +235,17 @@ def ifgsm(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return out
 
 
+def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
+                params: FGSMParams) -> None:
+    """Refuse, at validation, a target class the dataset does not have."""
+    if params.target_class is not None and params.target_class >= info.num_classes:
+        raise benchlab.ParamError("target_class", f"expected a class below {info.num_classes} "
+                                  f"(the dataset's classes), got {params.target_class}")
+
+
 @benchlab.hookimpl
 def register_attacks(register):
-    register("fgsm", fgsm, params=FGSMParams, targets=attack_targets,
+    register("fgsm", fgsm, params=FGSMParams, targets=attack_targets, check_model=check_model,
              description="Fast Gradient Sign Method (Goodfellow et al., 2015), L-inf, one step")
-    register("ifgsm", ifgsm, params=IFGSMParams, targets=attack_targets,
+    register("ifgsm", ifgsm, params=IFGSMParams, targets=attack_targets, check_model=check_model,
              description="iterative FGSM (Kurakin et al., 2017), L-inf, no random start")

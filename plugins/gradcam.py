@@ -161,7 +161,19 @@ def gradcam(model: torch.nn.Module, images: torch.Tensor, params: GradCAMParams)
     return out
 
 
+def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
+                params: GradCAMParams) -> None:
+    """Refuse, at validation, a layer the model lacks or a class it cannot predict."""
+    try:
+        resolve_layer(model, params.layer)
+    except ValueError as exc:
+        raise benchlab.ParamError("layer", str(exc)) from None
+    if params.klass is not None and params.klass >= info.num_classes:
+        raise benchlab.ParamError("klass", f"expected a class below {info.num_classes} "
+                                  f"(the dataset's classes), got {params.klass}")
+
+
 @benchlab.hookimpl
 def register_explainers(register):
-    register("gradcam", gradcam, params=GradCAMParams,
+    register("gradcam", gradcam, params=GradCAMParams, check_model=check_model,
              description="Grad-CAM (Selvaraju et al., 2017) on a named conv/BN layer")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +109,7 @@ def test_several_problems_are_all_reported_in_file_order(tmp_path, toy_registry)
         ("", "the file is empty"),
         ("name: [unclosed\n", "invalid YAML"),
         ("- just\n- a list\n", "expected a mapping at the top level, got a list"),
-        ("name: a: b\n", "invalid YAML: mapping values are not allowed here"),
+        ("name: a: b\n", "invalid YAML: mapping values are not allowed"),
     ],
 )
 def test_unreadable_files(tmp_path, toy_registry, text, expected):
@@ -156,3 +158,109 @@ def test_grid_needs_as_many_explained_images_as_columns(tmp_path, toy_registry):
     assert "evaluate.explain_size: must be at least evaluate.count (4)" in problems[0]
     problems, _ = _problems(tmp_path, toy_registry, GOOD, ["attacks.0.test_size=2"])
     assert "attacks.0.test_size: must be at least evaluate.count (4)" in problems[0]
+
+
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+
+
+def _one_problem(path, registry, overrides=()):
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, registry, overrides)
+    assert len(info.value.problems) == 1
+    return str(info.value.problems[0])
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(toy_registry):
+    path = HOSTILE / "alias_bomb.yaml"
+    assert path.stat().st_size < 700
+    started = time.perf_counter()
+    line = _one_problem(path, toy_registry)
+    assert time.perf_counter() - started < 1.0
+    assert "aliases expand to more than 100,000 values" in line and f"{path}:" in line
+
+
+def test_a_few_aliases_are_still_fine(tmp_path, toy_registry):
+    text = GOOD.replace("models:\n  - name: tiny\n    width: 3",
+                        "models:\n  - &m {name: tiny, width: 3}\n  - {<<: *m, label: again}")
+    suite = load_suite(_write(tmp_path, text), toy_registry)
+    assert [m.key for m in suite.models] == ["tiny", "again"]
+
+
+def test_deep_nesting_is_one_line(toy_registry):
+    line = _one_problem(HOSTILE / "deep_nesting.yaml", toy_registry)
+    assert line.endswith("nested deeper than 32 levels; expected a suite")
+    assert ":4: description" in line
+
+
+def test_duplicate_keys_are_refused_not_last_wins(toy_registry):
+    path = HOSTILE / "duplicate_keys.yaml"
+    assert _one_problem(path, toy_registry) == (
+        f"{path}:7: train.epochs: duplicate key 'epochs' (also on line 5); expected each key once")
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big"])
+def test_endless_or_huge_files_are_read_in_bounded_memory_and_time(tmp_path, toy_registry, source):
+    if source == "big":
+        source = tmp_path / "big.yaml"
+        with open(source, "w") as fh:
+            fh.write("name: big\ndescription: |\n")
+            fh.writelines("  " + "x" * 98 + "\n" for _ in range(500_000))  # 50 MB
+    started = time.perf_counter()
+    line = _one_problem(source, toy_registry)
+    assert time.perf_counter() - started < 1.0
+    assert line == f"{source}: larger than 1024 KiB; expected a YAML suite file"
+
+
+def test_an_alias_bomb_in_an_override_is_refused(tmp_path, toy_registry):
+    bomb = (HOSTILE / "alias_bomb.yaml").read_text().splitlines()
+    value = "{" + ", ".join(line for line in bomb[3:-1]) + ", d: *a9}"
+    line = _one_problem(_write(tmp_path, GOOD), toy_registry, [f"description={value}"])
+    assert "aliases expand" in line and line.startswith("--set")
+
+
+@pytest.mark.parametrize(("name", "line", "expected"), [
+    ("alias_bomb", 9, "aliases expand to more than 100,000 values"),
+    ("deep_nesting", 4, "nested deeper than 32 levels"),
+    ("duplicate_keys", 7, "train.epochs: duplicate key 'epochs' (also on line 5)"),
+    ("unknown_layer", 11, "explainers.0.layer: with model 'cnn': unknown layer 'conv9' (did you mean 'conv2'?); known: conv1, conv2"),
+    ("klass_out_of_range", 11, "explainers.0.klass: with model 'cnn': expected a class below 10"),
+    ("seed_overflow", 5, "train.seed: expected a value <= 4294967295, got 18446744073709551616"),
+    ("lr_inf", 5, "train.lr: expected a finite number, got inf"),
+    ("steps_huge", 8, "attacks.0.steps: expected a value <= 10000, got 1000000000"),
+    ("long_name", 1, "name: expected at most 64 characters"),
+    ("lone_surrogate", 2, ""),
+])
+def test_hostile_suites_fail_validation_with_one_line_and_status_2(capsys, name, line, expected):
+    from benchlab.cli import main
+
+    path = HOSTILE / f"{name}.yaml"
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{path}:{line}: ") and expected in err[0], err
+
+
+def test_a_lone_surrogate_is_refused_by_the_pure_python_loader_too(tmp_path, toy_registry,
+                                                                  monkeypatch):
+    import yaml
+
+    import benchlab.suite as suite_module
+
+    monkeypatch.setattr(suite_module, "_LOADER", yaml.SafeLoader)
+    text = GOOD + 'description: "caf\\ud800"\n'
+    problems, path = _problems(tmp_path, toy_registry, text)
+    assert problems == [f"{path}:13: description: holds '\\ud800' at character 3, a lone "
+                        "surrogate that cannot be written to a file; expected text"]
+
+
+def test_target_class_is_checked_against_the_dataset(capsys):
+    from benchlab.cli import main
+
+    assert main(["validate", "suites/fgsm_gradcam.yaml", "--set", "attacks.0.targeted=true",
+                 "--set", "attacks.0.target_class=12"]) == 2
+    err = capsys.readouterr().err
+    assert "attacks.0.target_class: with model 'cnn': expected a class below 10" in err
+
+
+def test_a_nan_component_parameter_is_refused(tmp_path, toy_registry):
+    problems, _ = _problems(tmp_path, toy_registry, GOOD.replace("name: noise", "name: noise\n    scale: .nan"))
+    assert len(problems) == 1 and "attacks.0.scale: expected a finite number, got nan" in problems[0]
