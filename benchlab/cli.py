@@ -44,8 +44,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                         "components": {k: sorted(v) for k, v in sorted(info.components.items())}})
     failures = [{"name": f.plugin, "distribution": f.distribution, "error": f.error}
                 for f in registry.failures]
+    collisions = [{"kind": c.kind, "name": c.name, "plugins": [p.plugin for p in c.providers],
+                   "message": str(c)} for c in registry.collisions]
     if args.json:
-        print(json.dumps({"plugins": plugins, "failures": failures}, indent=2))
+        print(json.dumps({"plugins": plugins, "failures": failures, "collisions": collisions},
+                         indent=2))
         return EXIT_OK
     for p in plugins:
         print(f"{p['name']}  ({p['distribution']} {p['version']})")
@@ -55,6 +58,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"    {kind + 's:':12} {', '.join(names)}")
     for f in failures:
         print(f"{f['name']}  ({f['distribution']})  FAILED TO LOAD: {f['error']}")
+    for c in collisions:
+        print(f"COLLISION: {c['message']}")
     return EXIT_OK
 
 

@@ -8,6 +8,10 @@ same way. Environment variables:
     a plugin that fails to import or to register is an error instead of a warning.
 ``BENCHLAB_BLOCK_PLUGINS=a,b``
     entry-point names of plugins not to load at all.
+
+Two plugins registering one name of one kind is a collision: the name is usable
+by neither (a suite naming it is refused with both plugins and the command that
+blocks one), everything else still works, and ``benchlab plugins`` shows it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ _HOOK_FOR_KIND: dict[Kind, str] = {
     "attack": "register_attacks",
     "explainer": "register_explainers",
 }
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")  # part of file names: keep it short
 
 
 class PluginError(Exception):
@@ -50,6 +54,19 @@ class PluginFailure:
     plugin: str
     distribution: str
     error: str
+
+
+@dataclass(frozen=True)
+class Collision:
+    kind: str
+    name: str
+    providers: tuple[Provenance, ...]
+
+    def __str__(self) -> str:
+        who = " and ".join(str(p) for p in self.providers)
+        blocks = " or ".join(f"BENCHLAB_BLOCK_PLUGINS={p.plugin}" for p in self.providers)
+        return (f"the {self.kind} '{self.name}' is registered by {who}; "
+                f"set {blocks} to use the other")
 
 
 @dataclass
@@ -67,6 +84,7 @@ class Registry:
         self._components: dict[Kind, dict[str, Component]] = {kind: {} for kind in KINDS}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        self._collisions: dict[tuple[str, str], Collision] = {}
 
     # -- registration --------------------------------------------------------
     def registrar(self, kind: Kind, provenance: Provenance):
@@ -94,14 +112,22 @@ class Registry:
                                   "benchlab.components.Dataset (info, load, fetch, files)")
         elif not callable(component.obj):
             raise PluginError(f"plugin {who}: {kind} {name!r} is not callable")
-        existing = self._components[kind].get(name)
-        if existing is not None:
-            raise PluginError(f"two plugins register the {kind} {name!r}: "
-                              f"{existing.provenance} and {who}")
-        self._components[kind][name] = component
         info = self.plugins.setdefault(
             who.plugin, PluginInfo(who.plugin, who.distribution, who.version))
         info.components.setdefault(kind, []).append(name)
+        collision = self._collisions.get((kind, name))
+        existing = self._components[kind].pop(name, None)
+        if collision is not None or existing is not None:
+            before = collision.providers if collision else (existing.provenance,)
+            providers = tuple(sorted((*before, who), key=lambda p: p.plugin))
+            self._collisions[(kind, name)] = Collision(kind, name, providers)
+            return
+        self._components[kind][name] = component
+
+    @property
+    def collisions(self) -> list[Collision]:
+        """Names registered by more than one plugin: usable by none of them."""
+        return list(self._collisions.values())
 
     # -- lookup --------------------------------------------------------------
     def names(self, kind: Kind) -> list[str]:
@@ -111,7 +137,22 @@ class Registry:
         try:
             return self._components[kind][name]
         except KeyError:
-            raise KeyError(unknown_name_message(kind, name, self.names(kind))) from None
+            raise KeyError(self.missing_message(kind, name)) from None
+
+    def missing_message(self, kind: Kind, name: str) -> str:
+        """Why ``name`` is not a usable ``kind``: a collision, a failed plugin, or unknown."""
+        collision = self._collisions.get((kind, name))
+        if collision is not None:
+            return str(collision)
+        for failure in self.failures:
+            if failure.plugin == name or failure.distribution == name:
+                return (f"unknown {kind} '{name}': plugin {failure.plugin} "
+                        f"({failure.distribution}) failed to load: {failure.error}")
+        message = unknown_name_message(kind, name, self.names(kind))
+        if self.failures:
+            failed = "; ".join(f"{f.plugin} ({f.distribution}): {f.error}" for f in self.failures)
+            message += f"; plugins that failed to load: {failed}"
+        return message
 
     def find(self, name: str) -> list[Component]:
         """Components of any kind called ``name``."""
@@ -211,6 +252,8 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
     for name, provenance in loaded:
         registry.plugins.setdefault(
             name, PluginInfo(name, provenance.distribution, provenance.version))
+    if strict and registry.collisions:
+        raise PluginError(str(registry.collisions[0]))
     return registry
 
 

@@ -448,7 +448,10 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
             base: tuple[Any, ...] = (section,) if section == "dataset" else (section, i)
             known = registry.names(kind)
             if entry["name"] not in known:
-                problems.append(problem((*base, "name"), _unknown(kind, entry["name"], known)))
+                message = _unknown(kind, entry["name"], known)
+                if registry.collisions or registry.failures:
+                    message = registry.missing_message(kind, entry["name"])
+                problems.append(problem((*base, "name"), message))
                 continue
             if section == "dataset":
                 continue

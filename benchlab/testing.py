@@ -653,6 +653,10 @@ def resolve(registry: Registry, name: str, kind: Kind | None = None) -> Componen
     if found:
         kinds = ", ".join(c.kind for c in found)
         raise LookupError(f"'{name}' names several components ({kinds}); say which kind")
+    clashes = [c for c in getattr(registry, "collisions", ()) if c.name == name
+               and (kind is None or c.kind == kind)]
+    if clashes:
+        raise LookupError(str(clashes[0]))
     every = sorted({n for k in KINDS for n in registry.names(k)})
     raise LookupError(unknown_name_message("component", name, every))
 

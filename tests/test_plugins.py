@@ -95,16 +95,83 @@ def _plugin(**hooks) -> types.ModuleType:
     return module
 
 
-def test_two_components_with_one_name_name_both_plugins():
+def _colliding_plugins():
     def reg(register):
         register("same", lambda *a: None)
 
+    def other(register):
+        register("other", lambda *a: None)
+
     a = ("alpha", _plugin(register_attacks=reg), Provenance("alpha", "pkg-a", "1"))
-    b = ("beta", _plugin(register_attacks=reg), Provenance("beta", "pkg-b", "2"))
-    with pytest.raises(PluginError) as info:
-        build_registry([a, b], entry_points=False)
-    message = str(info.value)
-    assert "attack 'same'" in message and "pkg-a 1" in message and "pkg-b 2" in message
+    b = ("beta", _plugin(register_attacks=lambda register: (reg(register), other(register))),
+         Provenance("beta", "pkg-b", "2"))
+    return [a, b]
+
+
+def test_a_name_collision_disables_that_name_only_and_names_both_plugins():
+    registry = build_registry(_colliding_plugins(), entry_points=False)
+    assert registry.names("attack") == ["other"]
+    with pytest.raises(KeyError) as info:
+        registry.get("attack", "same")
+    message = info.value.args[0]
+    assert message == ("the attack 'same' is registered by alpha (pkg-a 1) and beta (pkg-b 2); "
+                       "set BENCHLAB_BLOCK_PLUGINS=alpha or BENCHLAB_BLOCK_PLUGINS=beta to use "
+                       "the other")
+    [collision] = registry.collisions
+    assert (collision.kind, collision.name) == ("attack", "same")
+
+
+def test_strict_mode_makes_a_collision_fatal():
+    with pytest.raises(PluginError, match="attack 'same' is registered by alpha"):
+        build_registry(_colliding_plugins(), entry_points=False, strict=True)
+
+
+def test_plugins_check_and_unrelated_suites_still_work_with_a_collision(
+        tmp_path, monkeypatch, capsys, isolated_cache):
+    from benchlab import cli
+    from tests.conftest import TOY_PROVENANCE, toy_plugin
+
+    noise = ("evil", _plugin(register_attacks=lambda register: register("noise", lambda *a: None)),
+             Provenance("evil", "evil-attacks", "6.6.6"))
+    registry = build_registry([("toy", toy_plugin(), TOY_PROVENANCE), noise], entry_points=False)
+    monkeypatch.setattr(cli, "_registry", lambda: registry)
+
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert ("COLLISION: the attack 'noise' is registered by evil (evil-attacks 6.6.6) and toy "
+            "(benchlab-tests 0); set BENCHLAB_BLOCK_PLUGINS=evil or BENCHLAB_BLOCK_PLUGINS=toy "
+            "to use the other") in out
+    assert cli.main(["plugins", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["collisions"][0]["plugins"] == ["evil", "toy"]
+
+    assert cli.main(["check", "noise"]) == 2
+    assert "registered by evil (evil-attacks 6.6.6) and toy" in capsys.readouterr().err
+    assert cli.main(["check", "intensity"]) == 0
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndataset: {name: toy}\nmodels: [{name: tiny}]\n"
+                     "train: {epochs: 1}\nattacks: [{name: noise, eps: [0.1]}]\n")
+    assert cli.main(["validate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert f"{suite}:5: attacks.0.name: the attack 'noise' is registered by evil" in err
+    suite.write_text("name: s\ndataset: {name: toy}\nmodels: [{name: tiny}]\ntrain: {epochs: 1}\n")
+    assert cli.main(["run", str(suite), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+
+
+def test_a_suite_naming_a_component_of_a_plugin_that_failed_to_load_says_so(
+        tmp_path, monkeypatch, toy_registry):
+    from benchlab.plugins import PluginFailure
+    from benchlab.suite import SuiteError, load_suite
+
+    toy_registry.failures.append(PluginFailure("pgd", "benchlab-pgd", "ModuleNotFoundError: No module named 'torchattacks'"))
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndataset: {name: toy}\nmodels: [{name: tiny}]\n"
+                     "attacks: [{name: pgd, eps: [0.1]}]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(suite, toy_registry)
+    assert str(info.value) == (
+        f"{suite}:4: attacks.0.name: unknown attack 'pgd': plugin pgd (benchlab-pgd) failed to "
+        "load: ModuleNotFoundError: No module named 'torchattacks'")
 
 
 def test_same_name_in_different_kinds_is_fine():
