@@ -34,8 +34,13 @@ def _md_table(frame: pd.DataFrame) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(str(v) for v in row.tolist()) + " |")
+        lines.append("| " + " | ".join(_md_cell(v) for v in row.tolist()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _md_cell(value: object) -> str:
+    """A table cell: a '|' or a line break in a message would end the cell or the row."""
+    return " ".join(str(value).split("\n")).replace("|", "\\|")
 
 
 def epoch_statistics(results: pd.DataFrame) -> pd.DataFrame:
