@@ -412,15 +412,21 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     """Read, override and validate a suite file; raise :class:`SuiteError` on any problem."""
     data, lines = read_suite_file(path)
     data = apply_overrides(data, overrides)
-    return validate_suite(data, registry, source=str(path), lines=lines)
+    overridden = [tuple(item.partition("=")[0].strip().split(".")) for item in overrides]
+    return validate_suite(data, registry, source=str(path), lines=lines, overridden=overridden)
 
 
 def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<suite>",
-                   lines: dict[tuple[str, ...], int] | None = None) -> Suite:
+                   lines: dict[tuple[str, ...], int] | None = None,
+                   overridden: Sequence[tuple[str, ...]] = ()) -> Suite:
+    """Validate a suite's mapping; ``overridden`` are the paths that ``--set`` replaced."""
     lines = lines or {}
 
     def problem(loc: Sequence[Any], message: str) -> Problem:
         parts = tuple(str(p) for p in loc)
+        if any(parts[:len(o)] == o for o in overridden):
+            # the value came from the command line: the file's line holds something else
+            return Problem(source, "--set " + ".".join(parts), message)
         line = None
         for n in range(len(parts), -1, -1):
             if parts[:n] in lines:
