@@ -7,6 +7,7 @@ Exit status: 0 success; 1 some job failed (the others kept their results);
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
 
 
 class _UsageError(Exception):
@@ -105,6 +107,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise _UsageError("run: give a suite file (or --resume DIR)")
         suite = _load(args.suite, args.set)
         out = Path(args.out) if args.out else default_output_dir(suite)
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"{'--resume' if args.resume else '--out'} {out}: is a file; "
+                          "expected a directory")
+    resume_hint = f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " ")
     try:
         outcome = run_suite(suite, _registry(), out, device=args.device,
                             resume=bool(args.resume))
@@ -113,13 +119,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         raise _UsageError(str(exc)) from None
     except KeyboardInterrupt:
-        from benchlab.store import RunStore
-
-        done = len(RunStore(out).finished_ok())
-        _err(f"interrupted; {done} finished job(s) are kept in {out}. Continue with: "
-             f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " "))
+        _err(f"interrupted; {_finished(out)} finished job(s) are kept in {out}. "
+             f"Continue with: {resume_hint}")
         print(out)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        raise _UsageError(f"{exc.strerror or exc}{where}; {_finished(out)} finished job(s) "
+                          f"are kept in {out}. Free space, then continue with: {resume_hint}"
+                          ) from None
     from benchlab.report import render
 
     render(out)
@@ -129,10 +139,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         for job_id, message in outcome.failed.items():
             _err(f"  {job_id}: {message}")
         status = EXIT_FAILED_JOBS
-    print(f"{len(outcome.ran)} job(s) run, {len(outcome.skipped)} already done, "
-          f"{len(outcome.failed)} failed; summary: {out / 'summary.md'}", file=sys.stderr)
+    ran = len(outcome.ran) + len(outcome.failed)
+    print(f"ran {ran} job(s): {len(outcome.ran)} ok, {len(outcome.failed)} failed; "
+          f"{len(outcome.skipped)} already done; summary: {out / 'summary.md'}", file=sys.stderr)
     print(out)
     return status
+
+
+# The machine, not the suite or the code: the user can fix these and resume.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _finished(out: Path) -> int:
+    from benchlab.store import RunStore
+
+    try:
+        return len(RunStore(out).finished_ok())
+    except OSError:
+        return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -266,7 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`benchlab plugins | head`): stop quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except SuiteError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

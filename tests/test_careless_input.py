@@ -1,0 +1,104 @@
+"""A careless user and a hostile machine: full disks, files for directories, closed pipes."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchlab import cli, store
+from benchlab.report import render
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = """\
+name: toy
+dataset: {name: toy, train_size: 64, test_size: 32}
+models: [{name: tiny}]
+train: {epochs: 1, batch_size: 32}
+attacks: [{name: noise, eps: [0.1]}]
+evaluate: {test_size: 32}
+"""
+
+
+@pytest.fixture
+def toy_cli(monkeypatch, toy_registry, isolated_cache, tmp_path):
+    monkeypatch.setattr(cli, "_registry", lambda: toy_registry)
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(TOY)
+    return suite
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.strip().splitlines() if line.strip()]
+
+
+def test_out_naming_a_file_is_one_line_and_status_2(toy_cli, tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("precious")
+    assert cli.main(["run", str(toy_cli), "--out", str(target), "--device", "cpu"]) == 2
+    assert _lines(capsys.readouterr().err) == [
+        f"benchlab: --out {target}: is a file; expected a directory"]
+    assert target.read_text() == "precious"
+
+
+def test_a_full_disk_names_the_path_and_the_resume_command(toy_cli, tmp_path, capsys,
+                                                           monkeypatch):
+    real = store.atomic_write_bytes
+    calls = []
+
+    def full_after_a_while(path, data):
+        calls.append(path)
+        if len(calls) > 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", full_after_a_while)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 2
+    [line] = _lines(capsys.readouterr().err)
+    assert line.startswith(f"benchlab: No space left on device writing {out}")
+    assert line.endswith(f"Free space, then continue with: benchlab run {toy_cli} --resume {out}")
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    proc = subprocess.Popen([sys.executable, "-m", "benchlab.cli", "plugins"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head -0`: the reader is gone before the first line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err
+
+
+def test_a_set_error_points_at_the_option_not_at_a_file_line(toy_cli, capsys):
+    assert cli.main(["validate", str(toy_cli), "--set", "train.epochs=0"]) == 2
+    assert _lines(capsys.readouterr().err) == [
+        f"{toy_cli}: --set train.epochs: expected a value > 0, got 0"]
+
+
+def test_a_pipe_in_a_failure_message_does_not_break_the_table(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    pd.DataFrame(columns=store.COLUMNS).to_csv(out / "results.csv", index=False)
+    pd.DataFrame([{"id": "attack-x", "kind": "attack", "status": "failed",
+                   "message": "shape a|b\nsecond line", "seconds": 0.1}]).to_csv(
+        out / "jobs.csv", index=False)
+    summary = render(out).read_text().splitlines()
+    [row] = [line for line in summary if line.startswith("| attack-x")]
+    assert row == "| attack-x | shape a\\|b second line |"
+
+
+def test_the_closing_line_counts_ran_ok_and_failed_jobs(toy_cli, tmp_path, capsys, monkeypatch):
+    from conftest import ToyDataset
+
+    def no_test_split(self, split, root):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ToyDataset, "load", no_test_split)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "ran 2 job(s): 0 ok, 2 failed; 0 already done" in err  # was "0 job(s) run"
