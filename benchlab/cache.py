@@ -195,11 +195,23 @@ def _rename_dir(src: Path, dst: Path) -> bool:
 
 
 def _check_metrics(metrics: Any) -> None:
-    from benchlab.training import EpochRecord
+    """Epoch records numbered 1, 2, ..., then any learning-curve records (with a step)."""
+    from benchlab.training import EpochRecord, StepRecord
 
     fields = [f.name for f in dataclasses.fields(EpochRecord)]
     if not isinstance(metrics, list) or not metrics:
         raise DamagedEntry("metrics.json is not a non-empty list of epochs")
+    curve = [r for r in metrics if isinstance(r, dict) and "step" in r]
+    metrics = metrics[:len(metrics) - len(curve)]
+    step_fields = sorted(f.name for f in dataclasses.fields(StepRecord))
+    for i, record in enumerate(curve, start=1):
+        if sorted(record) != step_fields or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in record.values()):
+            raise DamagedEntry(f"metrics.json: curve point {i} does not hold numbers for "
+                               f"exactly {step_fields}")
+    if not metrics:
+        raise DamagedEntry("metrics.json holds no epoch")
     for i, record in enumerate(metrics, start=1):
         if not isinstance(record, dict) or sorted(record) != sorted(fields):
             raise DamagedEntry(f"metrics.json: epoch {i} does not hold exactly {fields}")

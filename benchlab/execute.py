@@ -48,7 +48,8 @@ class JobResult:
 
     job_id: str
     rows: list[dict[str, Any]] = field(default_factory=list)
-    # train: {"state_dict", "epochs"}; attack: {"eps", "adversarial"} or None;
+    # train: {"state_dict", "epochs"} (epoch records, then any learning-curve records,
+    # as the model cache keeps them); attack: {"eps", "adversarial"} or None;
     # explain: the grid's tensors
     product: dict[str, Any] | None = None
     error: str | None = None
@@ -112,14 +113,36 @@ def row(job: Job, metric: str, value: float, **where: Any) -> dict[str, Any]:
     """One measurement of ``job`` as a row of results.csv."""
     return {"job": job.id, "model": job.model.key, "dataset": job.dataset["name"],
             "run": job.run, "seed": job.seed, "epoch": where.get("epoch"),
-            "attack": where.get("attack"), "eps": where.get("eps"),
+            "step": where.get("step"), "attack": where.get("attack"), "eps": where.get("eps"),
             "explainer": where.get("explainer"), "metric": metric, "value": float(value)}
 
 
-def train_rows(job: Job, epochs: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
-    """The rows of a train job from its epoch records."""
-    return [row(job, m, record[m], epoch=int(record["epoch"]))
+_CURVE_METRICS = {"test_acc": "step_test_acc", "test_loss": "step_test_loss",
+                  "eval_time_s": "step_eval_time_s"}
+
+
+def train_rows(job: Job, records: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """The rows of a train job from its records: epoch records (as in the model
+    cache), followed by learning-curve records (those with a ``step``)."""
+    epochs, steps = split_records(records)
+    rows = [row(job, m, record[m], epoch=int(record["epoch"]))
             for record in epochs for m in _EPOCH_METRICS]
+    rows += [row(job, metric, record[field], epoch=record["epoch"], step=int(record["step"]))
+             for record in steps for field, metric in _CURVE_METRICS.items()]
+    return rows
+
+
+def split_records(records: Sequence[dict[str, float]]
+                  ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(epoch records, learning-curve records) of a train job's records."""
+    return ([r for r in records if "step" not in r], [r for r in records if "step" in r])
+
+
+def _curve_size(job: Job) -> int | None:
+    """How many of the first test images a learning curve is evaluated on."""
+    sizes = [s for s in (job.train.get("eval_size"), job.dataset.get("test_size"))
+             if s is not None]
+    return min(sizes) if sizes else None
 
 
 def train_config(job: Job) -> training.TrainConfig:
@@ -144,10 +167,14 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
     with blame("model", first.model.key, ws.model_component(first)):
         train = ws.split(first.dataset, "train")
         test = ws.split(first.dataset, "test")
+        config = train_config(first)
+        # the learning curve's evaluation set: the first eval_size test images
+        curve = ws.split(first.dataset, "test", _curve_size(first)) \
+            if config.eval_every else None
         tick = (lambda i, record: on_epoch(jobs[i].id, asdict(record))) if on_epoch else None
-        trained = training.train_runs(lambda: ws.build(first), train, test, train_config(first),
+        trained = training.train_runs(lambda: ws.build(first), train, test, config,
                                       [job.seed for job in jobs], device=ws.device,
-                                      on_epoch=tick)
+                                      on_epoch=tick, curve_split=curve)
     seconds = time.perf_counter() - started
     results = []
     for job, run in zip(jobs, trained):
@@ -157,8 +184,10 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
             message = f"model '{job.model.key}' diverged in training (loss is not finite)"
             results.append(JobResult(job.id, error=message, seconds=seconds, where=ws.where()))
             continue
-        results.append(JobResult(job.id, train_rows(job, epochs),
-                                 {"state_dict": run.state_dict, "epochs": epochs},
+        # the model cache keeps the learning curve after the epochs (records with a step)
+        records = epochs + [{k: float(v) for k, v in asdict(s).items()} for s in run.steps]
+        results.append(JobResult(job.id, train_rows(job, records),
+                                 {"state_dict": run.state_dict, "epochs": records},
                                  seconds=seconds, where=ws.where()))
     return results
 

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchlab import stats  # noqa: E402
+from benchlab import stats, verdict  # noqa: E402
 from benchlab.store import atomic_write_text, read_results  # noqa: E402
 
 DEFAULT_THRESHOLDS = (0.98, 0.99)
@@ -43,9 +43,15 @@ def _md_cell(value: object) -> str:
     return " ".join(str(value).split("\n")).replace("|", "\\|")
 
 
+def _per_epoch(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows measured once per epoch (learning-curve points have a step)."""
+    rows = results[results["epoch"].notna()]
+    return rows[rows["step"].isna()] if "step" in rows.columns else rows
+
+
 def epoch_statistics(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, 95% CI and n of every per-epoch metric, per model and epoch."""
-    rows = results[results["epoch"].notna()]
+    rows = _per_epoch(results)
     out = []
     for (model, metric, epoch), group in rows.groupby(["model", "metric", "epoch"], sort=False):
         s = stats.summarize(group["value"].tolist())
@@ -80,11 +86,144 @@ def _plot_curves(table: pd.DataFrame, metric: str, models: list[str], runs: int,
     return path
 
 
-def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float, ...],
-                      alpha: float) -> list[str]:
-    rows = results[results["epoch"].notna()].copy()
-    if rows.empty:
+def _plot_step_curves(curves: pd.DataFrame, models: list[str], thresholds: tuple[float, ...],
+                      eval_set: str, path: Path) -> Path:
+    """Mean ± 1 std of the learning curves against the step: log x (the first epoch
+    legible) and linear x zoomed on the thresholds."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    runs = int(curves.groupby("model")["run"].nunique().min())
+    for model in models:
+        g = curves[curves["model"] == model].groupby("step")["value"]
+        mean, std = g.mean() * 100, g.std().fillna(0) * 100
+        for ax, keep in ((axes[0], mean.index > 0), (axes[1], mean.index >= 0)):
+            line, = ax.plot(mean.index[keep], mean[keep], lw=1.5, label=model)
+            ax.fill_between(mean.index[keep], (mean - std)[keep], (mean + std)[keep], alpha=0.2,
+                            color=line.get_color())
+    low = min(thresholds) * 100 - 2 if thresholds else 90
+    for ax in axes:
+        for threshold in thresholds:
+            ax.axhline(threshold * 100, color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_xscale("log")
+    axes[0].set_title("log steps", fontsize=10)
+    axes[1].set_ylim(low, 100)
+    axes[1].set_title(f"from {low:g}%", fontsize=10)
+    fig.suptitle(f"Test accuracy on {eval_set} during training: mean ± 1 std over {runs} "
+                 f"run{'s' if runs != 1 else ''}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _curve_section(results: pd.DataFrame, out: Path, models: list[str],
+                   settings: verdict.Settings, eval_set: str
+                   ) -> tuple[list[str], list[str]]:
+    """Learning curves: (verdict lines, the section)."""
+    curves = verdict.curve_rows(results)
+    if curves.empty:
+        return [], []
+    _plot_step_curves(curves, models, settings.step_thresholds, eval_set,
+                      out / "test_accuracy_steps.png")
+    per_run = verdict.run_statistics(curves, settings)
+    per_run.to_csv(out / "convergence.csv", index=False)
+    per_epoch_steps = verdict.steps_per_epoch(curves)
+    md = ["## Convergence at step resolution", "",
+          f"Test accuracy on {eval_set}, evaluated during training every "
+          f"{_eval_every(curves)} optimisation steps ({per_epoch_steps:.0f} steps per epoch). "
+          "Per run: the steps it needs to first reach each threshold (a run that never "
+          "reaches one is counted one evaluation past its last) and its mean accuracy over "
+          f"the first {settings.auc_epochs:g} epoch(s) (area under the curve); per-run values "
+          "in `convergence.csv`.", "", "![test accuracy during training](test_accuracy_steps.png)",
+          ""]
+    md += _evaluation_cost(results, models)
+    lines: list[str] = []
+    baseline = models[0]
+    for other in models[1:]:
+        comparisons = verdict.convergence(per_run, baseline, other, settings)
+        table = []
+        for c in comparisons:
+            lines.append("  - " + verdict.convergence_line(c, baseline, other, settings,
+                                                            eval_set, per_epoch_steps))
+            is_auc = c.statistic == "auc"
+            scale, digits = (100, 2) if is_auc else (1, 0)
+            table.append({
+                "statistic": "mean accuracy, early window (%)" if is_auc else c.statistic,
+                f"{other}": _mean_sd(c.other, scale, digits),
+                f"{baseline}": _mean_sd(c.baseline, scale, digits),
+                "never reached": "–" if c.never is None else f"{c.never[0]} / {c.never[1]}",
+                "difference": f"{c.diff * scale:+.{digits}f}",
+                "95% bootstrap CI": "[{:+.{d}f}, {:+.{d}f}]".format(c.ci[0] * scale,
+                                                                    c.ci[1] * scale, d=digits),
+                "Welch t": "–" if math.isnan(c.t) else f"{c.t:.2f}",
+                "p": verdict.fmt_p(c.p), "p (Holm)": verdict.fmt_p(c.p_holm),
+                "paired p": verdict.fmt_p(c.paired_p),
+                "paired r": "–" if math.isnan(c.paired_r) else f"{c.paired_r:.2f}"})
+        outcome = verdict.convergence_outcome(comparisons, settings.alpha)
+        lines.insert(len(lines) - len(comparisons), _convergence_head(outcome, other, baseline))
+        md += [f"### {other} against {baseline}", "",
+               f"n = {comparisons[0].other.size} and {comparisons[0].baseline.size} runs; Welch "
+               "t-tests, Holm-corrected over the statistics; paired p / r: the same runs paired "
+               "by seed (shown for reference, see docs/statistics.md).", "",
+               _md_table(pd.DataFrame(table))]
+    return lines, md
+
+
+def _convergence_head(outcome: str, other: str, baseline: str) -> str:
+    text = {"faster": f"**{other} converges faster than {baseline}**",
+            "slower": f"**{other} converges more slowly than {baseline}**",
+            "mixed": "**mixed: the statistics point in opposite directions**",
+            "inconclusive": "**inconclusive with these runs**"}[outcome]
+    return f"- **Faster convergence:** {text} (Holm-corrected, one line per statistic):"
+
+
+def _eval_every(curves: pd.DataFrame) -> str:
+    steps = sorted(set(curves["step"]))
+    return f"{steps[1] - steps[0]:.0f}" if len(steps) > 1 else "–"
+
+
+def _evaluation_cost(results: pd.DataFrame, models: list[str]) -> list[str]:
+    """What the learning curves cost: evaluation time against training time, per run."""
+    timing = results[results["metric"].isin(["step_eval_time_s", "epoch_time_s"])]
+    if timing.empty:
         return []
+    parts = []
+    for model in models:
+        sub = timing[timing["model"] == model]
+        per_run = sub.groupby(["run", "metric"])["value"].sum().unstack()
+        if "step_eval_time_s" not in per_run or "epoch_time_s" not in per_run:
+            continue
+        share = stats.summarize((per_run["step_eval_time_s"] / per_run["epoch_time_s"]).tolist())
+        each = sub[sub["metric"] == "step_eval_time_s"]["value"]
+        parts.append(f"{model} {share.mean * 100:.1f}% (± {_or_dash(share.std * 100)}, "
+                     f"n = {share.n} runs; {each.mean() * 1000:.0f} ms per evaluation)")
+    if not parts:
+        return []
+    return ["Cost of the curves: evaluation time as a share of each run's training time: "
+            + "; ".join(parts) + ".", ""]
+
+
+def _or_dash(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.1f}"
+
+
+def _mean_sd(values, scale: float, digits: int) -> str:
+    s = stats.summarize(list(values))
+    return stats.format_mean_std(s, scale, digits) if s.n else "–"
+
+
+def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float, ...],
+                      alpha: float, settings: verdict.Settings | None = None,
+                      eval_set: str = "the evaluation set", test_set: str = "the test split"
+                      ) -> tuple[list[str], list[str]]:
+    """(verdict lines, the training sections)."""
+    settings = settings or verdict.Settings(alpha=alpha)
+    rows = _per_epoch(results).copy()
+    if rows.empty:
+        return [], []
     rows["epoch"] = rows["epoch"].astype(int)
     models = _ordered(rows["model"])
     table = epoch_statistics(rows)
@@ -130,36 +269,51 @@ def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float,
     md += ["### Test accuracy per epoch (%)", "",
            _md_table(stat_rows[["model", "epoch", "mean", "std", "ci95", "n"]])]
 
+    lines: list[str] = []
     if len(models) >= 2:
+        curve_lines, curve_md = _curve_section(results, out, models, settings, eval_set)
+        md += curve_md
         baseline = models[0]
         for other in models[1:]:
-            md += _welch_section(test, baseline, other, alpha)
-    return md
+            welch_md, sentence = _welch_section(test, baseline, other, alpha)
+            md += welch_md
+            claim = verdict.equivalence(test, baseline, other, settings)
+            if claim is not None:
+                lines.append("- **Same final accuracy:** "
+                             + verdict.equivalence_line(claim, baseline, other, settings,
+                                                        test_set))
+            lines.append(f"- **Per-epoch test accuracy** (Welch, Holm-corrected over "
+                         f"{len(set(test['epoch']))} epochs): "
+                         + sentence.removeprefix("**Verdict:** "))
+        lines = curve_lines + lines
+    return lines, md
 
 
-def _welch_section(test: pd.DataFrame, baseline: str, other: str, alpha: float) -> list[str]:
+def _welch_section(test: pd.DataFrame, baseline: str, other: str, alpha: float
+                   ) -> tuple[list[str], str]:
+    """The per-epoch Welch table with Holm-corrected p-values, and its verdict sentence."""
+    frame = verdict.per_epoch(test, baseline, other)
     rows, significant, better = [], [], []
-    epochs = sorted(set(test["epoch"]))
-    for epoch in epochs:
-        a = test[(test["model"] == other) & (test["epoch"] == epoch)]["value"].tolist()
-        b = test[(test["model"] == baseline) & (test["epoch"] == epoch)]["value"].tolist()
-        w = stats.welch(a, b)
-        diff = (sum(a) / len(a) - sum(b) / len(b)) * 100 if a and b else math.nan
-        sig = not math.isnan(w.p) and w.p < alpha
+    for r in frame.itertuples():
+        sig = not math.isnan(r.p_holm) and r.p_holm < alpha
         if sig:
-            significant.append(epoch)
-            better.append(diff > 0)
-        rows.append({"epoch": epoch, f"{other} (%)": f"{sum(a) / len(a) * 100:.2f}" if a else "–",
-                     f"{baseline} (%)": f"{sum(b) / len(b) * 100:.2f}" if b else "–",
-                     "difference (pp)": f"{diff:+.2f}",
-                     "t": "–" if math.isnan(w.t) else f"{w.t:.2f}",
-                     "p": "–" if math.isnan(w.p) else f"{w.p:.3g}",
-                     f"p < {alpha:g}": "yes" if sig else "no"})
-    md = [f"### Welch t-test: {other} against {baseline} (test accuracy)", "",
-          _md_table(pd.DataFrame(rows))]
-    md += [_welch_sentence(other, baseline, epochs, significant, better, alpha,
-                           all(r["t"] == "–" for r in rows)), ""]
-    return md
+            significant.append(r.epoch)
+            better.append(r.diff > 0)
+        rows.append({"epoch": r.epoch, f"{other} (%)": _pct(r.other),
+                     f"{baseline} (%)": _pct(r.baseline),
+                     "difference (pp)": "–" if math.isnan(r.diff) else f"{r.diff * 100:+.2f}",
+                     "t": "–" if math.isnan(r.t) else f"{r.t:.2f}",
+                     "p": "–" if math.isnan(r.p) else f"{r.p:.3g}",
+                     "p (Holm)": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}",
+                     f"p (Holm) < {alpha:g}": "yes" if sig else "no"})
+    epochs = frame["epoch"].tolist()
+    sentence = _welch_sentence(other, baseline, epochs, significant, better, alpha,
+                               all(r["t"] == "–" for r in rows))
+    md = [f"### Welch t-test per epoch: {other} against {baseline} (test accuracy)", "",
+          f"n = {int(frame['n_other'].max())} and {int(frame['n_baseline'].max())} runs. "
+          f"p (Holm): corrected for the {len(epochs)} tests of this table.", "",
+          _md_table(pd.DataFrame(rows)), sentence, ""]
+    return md, sentence
 
 
 def _pct(value: float) -> str:
@@ -190,10 +344,11 @@ def _welch_sentence(other: str, baseline: str, epochs: list[int], significant: l
     behind = [e for e, b in zip(significant, better) if not b]
     if not significant:
         return (f"**Verdict:** {other} does not differ significantly from {baseline} "
-                f"(p < {alpha:g}) at any of epochs {epochs[0]}–{last}: with these runs the data "
-                "show neither faster convergence nor a different final accuracy.")
-    text = (f"**Verdict:** {other} differs significantly from {baseline} (p < {alpha:g}) at "
-            f"epoch(s) {_span(significant)} of {epochs[0]}–{last}")
+                f"(Holm-corrected p < {alpha:g}) at any of epochs {epochs[0]}–{last}. No "
+                "significant difference is not evidence of equal accuracy: that takes the "
+                "equivalence test.")
+    text = (f"**Verdict:** {other} differs significantly from {baseline} (Holm-corrected "
+            f"p < {alpha:g}) at epoch(s) {_span(significant)} of {epochs[0]}–{last}")
     if ahead:
         text += f"; it is ahead at {_span(ahead)}"
     if behind:
@@ -202,14 +357,32 @@ def _welch_sentence(other: str, baseline: str, epochs: list[int], significant: l
     final_sig = last in significant
     early_ahead = bool(ahead) and min(ahead) < last
     if early_ahead and not final_sig:
-        text += (f"The data support \"faster convergence, same final accuracy\": {other} "
-                 f"leads early, and the final-epoch difference is not significant.")
+        text += (f"{other} leads early; the final-epoch difference is not significant (which "
+                 "alone does not show equal accuracy: see the equivalence test).")
     elif final_sig:
         text += ("The final accuracies differ significantly, so the data do not support "
                  "\"same final accuracy\".")
     else:
         text += "The final-epoch difference is not significant."
     return text
+
+
+def _settings(report: dict, alpha: float) -> verdict.Settings:
+    defaults = verdict.Settings()
+    margin = report.get("equivalence_margin")
+    return verdict.Settings(
+        alpha=alpha,
+        step_thresholds=tuple(report.get("step_thresholds", defaults.step_thresholds)),
+        auc_epochs=float(report.get("auc_epochs", defaults.auc_epochs)),
+        margin_pp=float(margin) if margin is not None else None)
+
+
+def _eval_set(suite: dict, curve: bool = True) -> str:
+    """Which test images the learning curves (or, ``curve=False``, the epochs) used."""
+    train, dataset = suite.get("train") or {}, suite.get("dataset") or {}
+    sizes = [dataset.get("test_size")] + ([train.get("eval_size")] if curve else [])
+    sizes = [s for s in sizes if s is not None]
+    return f"the first {min(sizes)} test images" if sizes else "the whole test split"
 
 
 # --------------------------------------------------------------------------- robustness
@@ -382,6 +555,8 @@ def render(out: Path) -> Path:
     out = Path(out)
     results = read_results(out)
     thresholds, alpha, title, description = DEFAULT_THRESHOLDS, 0.05, out.name, ""
+    suite: dict = {}
+    report: dict = {}
     suite_file = out / "suite.yaml"
     if suite_file.exists():
         suite = yaml.safe_load(suite_file.read_text()) or {}
@@ -392,8 +567,14 @@ def render(out: Path) -> Path:
     md = [f"# {title}", ""]
     if description:
         md += [description.strip(), ""]
+    claims, training_md = _training_section(results, out, thresholds, alpha,
+                                            _settings(report, alpha), _eval_set(suite),
+                                            _eval_set(suite, curve=False))
+    if claims:
+        md += ["## Verdict", "", f"Each part of the claim tested on its own (α = {alpha:g}; "
+               "the methods are described in benchlab's docs/statistics.md).", "", *claims, ""]
     md += _failures(out)
-    md += _training_section(results, out, thresholds, alpha)
+    md += training_md
     md += _robustness_section(results, out)
     md += _attention_section(results, out)
     md += _grids(out)

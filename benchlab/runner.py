@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from benchlab.cache import ModelCache, code_version, model_key
 from benchlab.data import data_root
 from benchlab.environment import environment
-from benchlab.execute import JobResult, train_rows
+from benchlab.execute import JobResult, split_records, train_rows
 from benchlab.executors import Done, Executor, Task
 from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
@@ -58,8 +58,15 @@ class Outcome:
 
 
 def identity(job: Job, registry: Registry) -> dict[str, Any]:
-    """Everything a train job's weights depend on: the model cache's key material."""
-    train = {k: v for k, v in job.train.items() if k != "test_batch_size"}
+    """Everything a train job's weights depend on: the model cache's key material.
+
+    The learning-curve keys do not change the weights, but a cache entry holds the
+    curve it was trained with, so they count when a curve is recorded; without one
+    they are left out and keys stay those of suites that predate them.
+    """
+    skip = {"test_batch_size"} | ({"eval_every", "eval_size"}
+                                  if job.train.get("eval_every") is None else set())
+    train = {k: v for k, v in job.train.items() if k not in skip}
     return {"model": job.model.name, "params": job.model.params,
             "dataset": job.dataset, "train": train, "seed": job.seed,
             "code": code_version(registry.get("model", job.model.name))}
@@ -166,7 +173,7 @@ class _Scheduler:
                     if cached is None:
                         todo.append(job)
                         continue
-                    self.bar.update(len(cached[1]))
+                    self.bar.update(len(split_records(cached[1])[0]))
                     self._finish(job, JobResult(job.id, train_rows(job, cached[1])))
                 if todo:
                     self._start(ex, Task("train", tuple(todo), priority=self._rank(todo[0])))
@@ -234,7 +241,7 @@ class _Scheduler:
                 self.cache.save(model_key(ident), result.product["state_dict"],
                                 result.product["epochs"], ident)
                 if not ex.streams_epochs:
-                    self.bar.update(len(result.product["epochs"]))
+                    self.bar.update(len(split_records(result.product["epochs"])[0]))
             elif result.ok and result.product is not None:
                 self.store.artifacts_dir.mkdir(parents=True, exist_ok=True)
                 torch.save(result.product, self.store.artifact(job.id))

@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 # Columns of results.csv: what names the measurement, then the measurement.
-COLUMNS = ["job", "model", "dataset", "run", "seed", "epoch", "attack", "eps", "explainer",
-           "metric", "value"]
+# ``step``: the optimisation step of a learning-curve point (empty for other rows).
+COLUMNS = ["job", "model", "dataset", "run", "seed", "epoch", "step", "attack", "eps",
+           "explainer", "metric", "value"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -90,7 +91,8 @@ class RunStore:
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame(columns=COLUMNS)
-        return pd.concat(frames, ignore_index=True)[COLUMNS]
+        # reindex: rows of jobs finished before the step column existed
+        return pd.concat([f.reindex(columns=COLUMNS) for f in frames], ignore_index=True)
 
     def write_results(self, order: Iterable[str] | None = None) -> pd.DataFrame:
         frame = self.collect(order)
@@ -105,4 +107,7 @@ class RunStore:
 
 
 def read_results(root: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(root) / "results.csv", dtype={"attack": str, "explainer": str})
+    frame = pd.read_csv(Path(root) / "results.csv", dtype={"attack": str, "explainer": str})
+    if "step" not in frame.columns:  # written before learning curves existed
+        frame.insert(frame.columns.get_loc("epoch") + 1, "step", float("nan"))
+    return frame

@@ -105,6 +105,10 @@ class TrainSection(_Strict):
     test_batch_size: Annotated[int, Field(gt=0)] = 1000
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1
+    # Learning curves: evaluate every N optimisation steps on the first eval_size
+    # test images (null: the whole test split); eval_every null: off.
+    eval_every: Annotated[int, Field(gt=0)] | None = None
+    eval_size: Annotated[int, Field(gt=0)] | None = 1000
 
     @model_validator(mode="after")
     def _seeds_fit(self) -> TrainSection:
@@ -126,6 +130,13 @@ class EvaluateSection(_Strict):
 class ReportSection(_Strict):
     thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.98, 0.99]
     alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    # convergence on the learning curves (train.eval_every): steps to reach these
+    # accuracies, and the mean accuracy over the first auc_epochs epochs
+    step_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.97, 0.98]
+    auc_epochs: Annotated[float, Field(gt=0.0)] = 1.0
+    # final test accuracy equivalent within +- this many percentage points (TOST);
+    # null: no equivalence test
+    equivalence_margin: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
 
 
 class Suite(_Strict):

@@ -206,3 +206,62 @@ def test_a_broken_component_fails_only_its_jobs(tmp_path, broken, section, messa
     assert (healthy["status"] == "ok").all() and len(healthy) >= 3
     summary = render(tmp_path / "out").read_text()
     assert "## Failures" in summary and name in summary
+
+
+# -- learning curves -----------------------------------------------------------------------
+
+CURVES = {"runs": 2, "epochs": 2, "batch_size": 32, "lr": 0.05, "eval_every": 2,
+          "eval_size": 32}
+
+
+def test_learning_curves_are_tidy_rows_and_come_back_from_the_cache(tmp_path, toy_registry):
+    first = _run(toy_registry, tmp_path / "a", tmp_path / "cache", train=CURVES,
+                 attacks=[], explainers=[])
+    assert not first.failed
+    results = pd.read_csv(tmp_path / "a" / "results.csv")
+    curve = results[results["metric"] == "step_test_acc"]
+    # 192 images in batches of 32: 6 steps per epoch, 12 in all, evaluated at 0, 2, ..., 12
+    for _, job in curve.groupby("job"):
+        assert job["step"].tolist() == [0, 2, 4, 6, 8, 10, 12]
+        assert job["epoch"].tolist() == pytest.approx([s / 6 for s in range(0, 13, 2)])
+        assert job["value"].between(0, 1).all()
+    assert len(curve) == 2 * 2 * 7  # models x runs x points
+    assert set(results["metric"]) >= {"step_test_loss", "step_eval_time_s"}
+    assert results[results["metric"] == "test_acc"]["step"].isna().all()
+    # the per-epoch rows are those of the same suite without curves
+    plain = _run(toy_registry, tmp_path / "b", tmp_path / "cache-b", attacks=[], explainers=[],
+                 train={k: v for k, v in CURVES.items() if not k.startswith("eval")})
+    pd.testing.assert_frame_equal(
+        _measurements(results[results["step"].isna()]).reset_index(drop=True),
+        _measurements(pd.read_csv(plain.out_dir / "results.csv")), check_dtype=False)
+    # a second run with the same cache trains nothing and gets the same curves back
+    calls = []
+    original = training.train_runs
+    training.train_runs = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        again = _run(toy_registry, tmp_path / "c", tmp_path / "cache", train=CURVES,
+                     attacks=[], explainers=[])
+    finally:
+        training.train_runs = original
+    assert not calls and not again.failed
+    pd.testing.assert_frame_equal(_measurements(results),
+                                  _measurements(pd.read_csv(again.out_dir / "results.csv")))
+    summary = render(tmp_path / "a").read_text()
+    assert "steps to 97%" in summary and "test_accuracy_steps.png" in summary
+
+
+def test_cache_keys_change_only_when_curves_are_recorded(toy_registry):
+    from benchlab.jobs import expand
+
+    def key(**train):
+        job = expand(_suite(toy_registry, train={"runs": 1, **train}))[0]
+        return runner.identity(job, toy_registry)
+
+    plain = key()
+    # without a curve the identity holds exactly the keys it held before curves existed
+    assert sorted(plain["train"]) == ["batch_size", "epochs", "lr", "momentum", "optimizer",
+                                      "precision"]
+    assert key(eval_size=500) == plain
+    with_curve = key(eval_every=100)
+    assert with_curve != plain and with_curve["train"]["eval_every"] == 100
+    assert key(eval_every=100, eval_size=500) != with_curve
