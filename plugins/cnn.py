@@ -1,12 +1,15 @@
 """The small MNIST CNN, with (``cnn_bn``) and without (``cnn``) BatchNorm.
 
-conv1 (C->32, 3x3) -> [bn1] -> ReLU -> conv2 (32->64, 3x3) -> [bn2] -> ReLU
+conv1 (C->32, 3x3) -> [bn1] -> relu1 -> conv2 (32->64, 3x3) -> [bn2] -> relu2
 -> max-pool 2 -> dropout -> fc1 (64*H'*W' -> 128) -> ReLU -> dropout -> fc2 (128 -> classes)
 
 For 28x28 MNIST, H' = W' = 12 and fc1 has 9216 inputs. The layers keep these
 attribute names so that layer-based explainers (Grad-CAM) can address ``conv2``
-or ``bn2`` by name. The model takes images in [0, 1] and applies the dataset's
-normalisation itself, so attacks and explainers work in pixel space.
+or ``bn2`` by name, and the rectified feature maps as ``relu1`` and ``relu2``
+(``nn.ReLU`` modules without parameters: the weights and their state-dict keys
+are those of a model that applies ReLU as a function). The model takes images in
+[0, 1] and applies the dataset's normalisation itself, so attacks and explainers
+work in pixel space.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ class CNN(nn.Module):
         self.conv1 = nn.Conv2d(channels, 32, 3)
         if batch_norm:
             self.bn1 = nn.BatchNorm2d(32)
+        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(32, 64, 3)
         if batch_norm:
             self.bn2 = nn.BatchNorm2d(64)
+        self.relu2 = nn.ReLU()
         self.dropout1 = nn.Dropout(params.dropout1)
         self.fc1 = nn.Linear(64 * ((height - 4) // 2) * ((width - 4) // 2), 128)
         self.dropout2 = nn.Dropout(params.dropout2)
@@ -65,11 +70,11 @@ class CNN(nn.Module):
         x = self.conv1(x)
         if self.batch_norm:
             x = self.bn1(x)
-        x = F.relu(x)
+        x = self.relu1(x)
         x = self.conv2(x)
         if self.batch_norm:
             x = self.bn2(x)
-        x = F.relu(x)
+        x = self.relu2(x)
         x = F.max_pool2d(x, 2)
         x = self.dropout1(x)
         x = _flatten(x)

@@ -11,7 +11,9 @@ stands out; in particular no positive evidence at all) gives zeros, never NaN.
 
 ``layer`` names a module as in ``model.named_modules()``; by default it is the
 last ``Conv2d`` or ``BatchNorm2d`` in that order (``bn2`` for ``cnn_bn``, ``conv2``
-for ``cnn``). ``klass`` is the class to explain; by default each image's predicted
+for ``cnn``). :func:`layer_choices` lists every layer a model offers (including
+rectified maps such as ``relu2``), so a study can report how each behaves.
+``klass`` is the class to explain; by default each image's predicted
 class. Like Captum's ``LayerGradCam``, one forward and one backward pass serve a
 whole batch (the gradient of the sum of the selected logits, which in eval mode
 is each image's own gradient), and the forward hook lives only for the call.
@@ -36,6 +38,8 @@ from benchlab.plugins import unknown_name_message
 DEFAULT_BATCH_SIZE = 64
 
 FEATURE_LAYER_TYPES = (torch.nn.Conv2d, torch.nn.BatchNorm2d)
+# Layers worth offering besides those: rectified feature maps (e.g. the CNNs' relu2).
+CHOICE_LAYER_TYPES = (*FEATURE_LAYER_TYPES, torch.nn.ReLU)
 
 
 class GradCAMParams(Params):
@@ -72,9 +76,37 @@ def resolve_layer(model: torch.nn.Module, name: str | None) -> tuple[str, torch.
     name = default_layer(model) if name is None else name
     modules = dict(model.named_modules())
     if name == "" or name not in modules:
-        known = feature_layers(model) or [n for n in modules if n]
+        known = [n for n, m in modules.items() if isinstance(m, CHOICE_LAYER_TYPES)] \
+            or [n for n in modules if n]
         raise ValueError(unknown_name_message("layer", name, known))
     return name, modules[name]
+
+
+def layer_choices(model: torch.nn.Module, images: torch.Tensor) -> list[str]:
+    """The ``Conv2d``, ``BatchNorm2d`` and ``ReLU`` modules Grad-CAM can use on ``images``.
+
+    A candidate counts when one forward pass of ``images`` (a small batch is enough)
+    calls it exactly once with a (N, K, H, W) output; e.g. a ReLU module after a
+    linear layer does not. In ``named_modules()`` order.
+    """
+    candidates = {name: module for name, module in model.named_modules()
+                  if name and isinstance(module, CHOICE_LAYER_TYPES)}
+    calls: dict[str, list[int]] = {name: [] for name in candidates}
+
+    def recorder(name: str):
+        def record(module: torch.nn.Module, inputs: object, output: object) -> None:
+            calls[name].append(output.dim() if isinstance(output, torch.Tensor) else -1)
+        return record
+
+    handles = [module.register_forward_hook(recorder(name))
+               for name, module in candidates.items()]
+    try:
+        with frozen_eval(model), torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for name, dims in calls.items() if dims == [4]]
 
 
 # -- numerics ------------------------------------------------------------------
@@ -176,4 +208,5 @@ def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
 @benchlab.hookimpl
 def register_explainers(register):
     register("gradcam", gradcam, params=GradCAMParams, check_model=check_model,
-             description="Grad-CAM (Selvaraju et al., 2017) on a named conv/BN layer")
+             layers=layer_choices,
+             description="Grad-CAM (Selvaraju et al., 2017) on a named conv/BN/ReLU layer")

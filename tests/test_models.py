@@ -175,3 +175,54 @@ def test_model_works_under_vmap_and_func_grad():
 def test_mismatched_statistics_are_rejected():
     with pytest.raises(ValueError, match="per channel"):
         build_cnn(DatasetInfo("bad", 10, (3, 28, 28), (0.5,), (0.5,)), CNNParams())
+
+
+# -- named rectified layers ----------------------------------------------------
+
+STATE_KEYS = {
+    "cnn": ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
+            "fc1.bias", "fc2.weight", "fc2.bias"],
+    "cnn_bn": ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean",
+               "bn1.running_var", "bn1.num_batches_tracked", "conv2.weight", "conv2.bias",
+               "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var",
+               "bn2.num_batches_tracked", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"],
+}
+
+
+class FunctionalReLU(nn.Module):
+    """The same weights applied with F.relu, as the CNN did before relu1/relu2 existed."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reference_forward(self.inner, x, 0.1307, 0.3081)
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn_bn"])
+def test_relu_layers_add_no_weights_and_leave_conv2_bn2_maps_unchanged(name):
+    from benchlab_plugins.gradcam import GradCAMParams, default_layer, gradcam, layer_choices
+
+    model = make(name, seed=3).eval()
+    if name == "cnn_bn":  # running statistics of a trained model, not the identity
+        with torch.no_grad():
+            for bn in (model.bn1, model.bn2):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 1.5)
+    assert list(model.state_dict()) == STATE_KEYS[name]
+    assert isinstance(model.relu1, nn.ReLU) and isinstance(model.relu2, nn.ReLU)
+    x = images(6, seed=4)
+    torch.testing.assert_close(model(x), reference_forward(model, x, 0.1307, 0.3081),
+                               rtol=0, atol=0)
+    layer = "bn2" if name == "cnn_bn" else "conv2"
+    assert default_layer(model) == layer  # the default did not move to relu2
+    old = FunctionalReLU(model).eval()
+    assert torch.equal(gradcam(model, x, GradCAMParams(layer=layer)),
+                       gradcam(old, x, GradCAMParams(layer=f"inner.{layer}")))
+    expected = ["conv1", "bn1", "relu1", "conv2", "bn2", "relu2"] if name == "cnn_bn" \
+        else ["conv1", "relu1", "conv2", "relu2"]
+    assert layer_choices(model, x[:2]) == expected
+    relu2 = gradcam(model, x, GradCAMParams(layer="relu2"))
+    assert relu2.shape == (6, 28, 28)
+    assert not torch.equal(relu2, gradcam(model, x, GradCAMParams(layer=layer)))
