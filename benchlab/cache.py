@@ -155,14 +155,15 @@ class ModelCache:
             digests = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
             _write(tmp / DIGESTS, json.dumps(digests, indent=1).encode())
             if not _rename_dir(tmp, folder):
-                self._replace_unless_valid(tmp, folder)
+                self._replace_unless_valid(tmp, folder, state)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename won
         return folder
 
-    def _replace_unless_valid(self, tmp: Path, folder: Path) -> None:
+    def _replace_unless_valid(self, tmp: Path, folder: Path,
+                              state: Mapping[str, torch.Tensor]) -> None:
         try:
-            self._read(folder, None)
+            self._read(folder, state)
             return  # another writer saved this key first: its entry is as good as ours
         except DamagedEntry:
             pass

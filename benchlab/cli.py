@@ -27,6 +27,15 @@ def _err(message: str) -> None:
     print(f"benchlab: {message}", file=sys.stderr)
 
 
+DEBUG_ENV = "BENCHLAB_DEBUG"
+
+
+def _debug(args: argparse.Namespace | None = None) -> bool:
+    """--debug or BENCHLAB_DEBUG=1: print the tracebacks that are otherwise kept in files."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(getattr(args, "debug", False))
+
+
 def _registry():
     from benchlab.plugins import default_registry
 
@@ -90,26 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         out = Path(args.resume)
-        saved = out / "suite.yaml"
-        if not saved.exists():
-            raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run "
-                              "directory")
-        suite = _load(str(saved), args.set)
-        if args.suite:
-            wanted = _load(args.suite, args.set)
-            if wanted != suite:
-                raise _UsageError(
-                    f"--resume {out}: {args.suite} (with the given --set) differs from the "
-                    f"suite that run was started with ({saved}); resume with the same "
-                    "suite and overrides, or start a new run")
+        if out.exists() and not out.is_dir():
+            raise _UsageError(f"--resume {out}: is a file; expected a run directory")
+        suite = _resumed_suite(out, args)
     else:
         if not args.suite:
             raise _UsageError("run: give a suite file (or --resume DIR)")
         suite = _load(args.suite, args.set)
-        out = Path(args.out) if args.out else default_output_dir(suite)
-    if out.exists() and not out.is_dir():
-        raise _UsageError(f"{'--resume' if args.resume else '--out'} {out}: is a file; "
-                          "expected a directory")
+        out = _claim(Path(args.out)) if args.out else _claim_new(default_output_dir(suite))
     resume_hint = f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " ")
     try:
         outcome = run_suite(suite, _registry(), out, device=args.device,
@@ -137,13 +134,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.failed:
         _err(f"{len(outcome.failed)} job(s) failed (see summary.md):")
         for job_id, message in outcome.failed.items():
-            _err(f"  {job_id}: {message}")
+            log = out / "jobs" / f"{job_id}.log"
+            _err(f"  {job_id}: {message}" + (f" (traceback: {log})" if log.is_file() else ""))
+            if _debug(args) and log.is_file():
+                print(log.read_text(errors="replace"), file=sys.stderr)
         status = EXIT_FAILED_JOBS
     ran = len(outcome.ran) + len(outcome.failed)
     print(f"ran {ran} job(s): {len(outcome.ran)} ok, {len(outcome.failed)} failed; "
           f"{len(outcome.skipped)} already done; summary: {out / 'summary.md'}", file=sys.stderr)
     print(out)
     return status
+
+
+def _resumed_suite(out: Path, args: argparse.Namespace):
+    """The suite to resume ``out`` with, refused if it changes a job already finished there."""
+    from benchlab.resume import ResumeConflict, added_jobs
+    from benchlab.store import RunStore
+
+    saved_path = out / "suite.yaml"
+    if not saved_path.is_file():
+        raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run directory")
+    saved = _load(str(saved_path), [])
+    wanted = _load(args.suite, args.set) if args.suite else _load(str(saved_path), args.set)
+    try:
+        finished = [i for i, r in RunStore(out).records().items() if r.status == "ok"]
+        added = added_jobs(saved, wanted, finished)
+    except ResumeConflict as exc:
+        raise _UsageError(f"--resume {out}: {exc}") from None
+    if added:
+        _err(f"resuming {out} with {len(added)} job(s) the saved suite did not have "
+             f"({', '.join(added[:3])}{', ...' if len(added) > 3 else ''})")
+    return wanted
+
+
+def _claim(out: Path) -> Path:
+    """``--out``: a new or empty directory; never one holding another run."""
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"--out {out}: is a file; expected a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        clutter = next(out.iterdir(), None)
+    except OSError as exc:
+        raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    if clutter is not None:
+        what = "a benchlab run" if (out / "suite.yaml").exists() else "other files"
+        raise _UsageError(f"--out {out}: not empty (it holds {what}); continue that run with "
+                          f"--resume {out}, or give a new or empty directory")
+    return out
+
+
+def _claim_new(out: Path) -> Path:
+    """The default output directory, created exclusively: two runs started in the same
+    second get ``STAMP`` and ``STAMP-2``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            candidate = out if n == 1 else out.with_name(f"{out.name}-{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    except OSError as exc:
+        raise _UsageError(f"{out.parent}: {exc.strerror or exc}") from None
+    raise _UsageError(f"{out.parent}: 999 runs started in the same second")
 
 
 # The machine, not the suite or the code: the user can fix these and resume.
@@ -165,9 +219,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not (out / "results.csv").exists():
         raise _UsageError(f"{out}: no results.csv there; not a benchlab run directory")
+    damaged = _verify_run(out)
+    for job_id, problem in damaged.items():
+        _err(f"damaged job {job_id}: {problem}; left out of the report")
+    if damaged:
+        _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
     path = render(out)
     print(path)
-    return EXIT_OK
+    return EXIT_FAILED_JOBS if damaged else EXIT_OK
+
+
+def _verify_run(out: Path) -> dict[str, str]:
+    """Rebuild results.csv from the job files that verify; the damaged jobs, by id.
+
+    A copied run without its jobs/ folder is reported from results.csv as it is.
+    """
+    import pandas as pd
+
+    from benchlab.store import RunStore, read_results
+
+    store = RunStore(out)
+    if not store.jobs_dir.is_dir():
+        return {}
+    good, damaged = store.verified()
+    try:
+        order = list(dict.fromkeys(read_results(out)["job"].astype(str)))
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        order = []
+    order += sorted(good - set(order))
+    store.write_results(order)
+    return damaged
 
 
 # --------------------------------------------------------------------------- check, data
@@ -188,6 +269,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         counts[status] += 1
         line = f"{status}  {component.kind} {component.name}: {result.name}"
         print(line + (f" — {result.message}" if result.message and status != "PASS" else ""))
+        if result.failed and result.traceback:
+            print("".join(f"    {row}\n" for row in result.traceback.rstrip().splitlines()))
     failed = counts["FAIL"]
     print(f"{counts['PASS']} passed, {failed} failed, {counts['SKIP']} skipped")
     return EXIT_FAILED_JOBS if failed else EXIT_OK
@@ -236,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "declared in YAML suites.",
         epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"benchlab {__version__}")
+    debug_help = (f"print full tracebacks: of failed jobs (kept in DIR/jobs/ID.log), of "
+                  f"failing checks and of errors (same as {DEBUG_ENV}=1)")
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list plugins, their components and load failures")
@@ -256,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA when available (default); cpu forces the CPU")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="redraw tables and plots of a run from results.csv")
@@ -277,13 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after setup)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from benchlab.plugins import PluginError
     from benchlab.suite import SuiteError
 
     args = build_parser().parse_args(argv)
     # Progress notes from the library (dataset downloads, ...) go to stderr.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("benchlab: %(message)s"))
     logger = logging.getLogger("benchlab")
     if not logger.handlers:
@@ -309,9 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment problem: one line unless debugging
-        if os.environ.get("BENCHLAB_DEBUG"):
+        if _debug(args):
             raise
-        _err(f"{type(exc).__name__}: {exc} (set BENCHLAB_DEBUG=1 for the traceback)")
+        _err(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return EXIT_FAILED_JOBS
 
 

@@ -6,6 +6,7 @@ a finished or interrupted run without running any job.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from benchlab import stats, verdict  # noqa: E402
 from benchlab.store import atomic_write_text, read_results  # noqa: E402
+
+log = logging.getLogger("benchlab.report")
 
 DEFAULT_THRESHOLDS = (0.98, 0.99)
 
@@ -525,7 +528,12 @@ def _grids(out: Path) -> list[str]:
 
     md = []
     for path in sorted((out / "artifacts").glob("explain-*-r00-*.pt")):
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - one damaged file must not stop the report
+            log.warning("%s cannot be read (%s: %s); its grid is left out", path,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            continue
         name = path.stem.removeprefix("explain-").replace("-r00", "")
         rows = ["clean"] + [f"ε = {e:g}" for e in data["eps"].tolist()[1:]]
         png = out / f"grid_{name}.png"

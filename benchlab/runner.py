@@ -94,10 +94,20 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
     atomic_write_text(env_path, json.dumps(env, indent=2))
 
     jobs = expand(suite)
-    done = store.finished_ok() if resume else set()
-    if not resume:
+    cache = cache or ModelCache()
+    done: set[str] = set()
+    if resume:
+        done, damaged = store.verified()
+        for job_id, problem in damaged.items():
+            log(f"damaged job {job_id}: {problem}; running it again")
+            store.forget(job_id)
+        done = _with_models(jobs, done, cache, registry, log)
+    else:
         for job in jobs:
             store.forget(job.id)
+    # results.csv and jobs.csv restart from the finished jobs; each job then adds its lines
+    order = [job.id for job in jobs]
+    store.write_results(order, jobs=done)
     for failure in registry.failures:
         log(f"warning: plugin {failure.plugin} ({failure.distribution}) was not loaded: "
             f"{failure.error}")
@@ -109,7 +119,7 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         from benchlab.executors.local import LocalExecutor
 
         executor = LocalExecutor
-    runner = _Scheduler(jobs, done, store, cache or ModelCache(), registry, bar)
+    runner = _Scheduler(jobs, done, store, cache, registry, bar)
     ex = executor(registry=registry, device=dev, root=data_root(),
                   on_epoch=lambda job_id, record: bar.update(1))
     try:
@@ -120,6 +130,34 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         store.write_results(runner.order)
     return Outcome(out_dir, ran=runner.ran, skipped=[j.id for j in jobs if j.id in done],
                    failed=runner.failed)
+
+
+def expected_state(job: Job, registry: Registry) -> dict[str, torch.Tensor]:
+    """The state dict of the job's model, freshly built: what a cached one must look like."""
+    component = registry.get("model", job.model.name)
+    info = registry.get("dataset", job.dataset["name"]).obj.info
+    params = component.params.model_validate(job.model.params)
+    try:
+        with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+            return component.obj(info, params).state_dict()
+    except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" is built for real
+        return component.obj(info, params).state_dict()
+
+
+def _with_models(jobs: list[Job], done: set[str], cache: ModelCache, registry: Registry,
+                 log: Callable[[str], None]) -> set[str]:
+    """``done`` less the finished train jobs whose model left the cache (or was damaged)
+    while jobs still to run need it: those train again, with the same seed."""
+    needed = {dep for job in jobs if job.id not in done for dep in job.deps}
+    done = set(done)
+    for job in jobs:
+        if job.kind == "train" and job.id in done and job.id in needed:
+            key = model_key(identity(job, registry))
+            if cache.load(key, like=expected_state(job, registry)) is None:
+                log(f"{job.id}: its trained model is not in the model cache {cache.root}; "
+                    "training it again")
+                done.discard(job.id)
+    return done
 
 
 class _Scheduler:
@@ -169,7 +207,7 @@ class _Scheduler:
                 chunk = group[start:start + size]
                 todo = []
                 for job in chunk:
-                    cached = self.cache.load(model_key(identity(job, self.registry)))
+                    cached = self._cached(job)
                     if cached is None:
                         todo.append(job)
                         continue
@@ -208,7 +246,7 @@ class _Scheduler:
     def _inputs(self, job: Job, ex: Executor) -> dict[str, Any]:
         train_id = job.deps[0]
         if train_id not in self.shared:
-            cached = self.cache.load(model_key(identity(job, self.registry)))
+            cached = self._cached(job)
             if cached is None:
                 raise _MissingInput(
                     f"no trained model '{job.model.key}' (run {job.run}) in the model cache "
@@ -219,20 +257,27 @@ class _Scheduler:
             inputs["keep"] = self.keep.get(job.id, 0)
         elif job.attack is not None:
             attack_id = job.deps[-1]
+            problem = self.store.damage(attack_id)
             try:
+                if problem is not None:
+                    raise ValueError(problem)
                 inputs["adversarial"] = torch.load(self.store.artifact(attack_id),
                                                    map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError, EOFError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any unreadable file fails this job only
                 raise _MissingInput(f"adversarial images of {attack_id} cannot be read "
-                                    f"({exc}); run the suite again without --resume") from exc
+                                    f"({exc}); resume the run to redo {attack_id}") from exc
         return inputs
+
+    def _cached(self, job: Job) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]] | None:
+        return self.cache.load(model_key(identity(job, self.registry)),
+                               like=expected_state(job, self.registry))
 
     def _collect(self, finished: Done, ex: Executor) -> None:
         task = finished.task
         if finished.error is not None:
             for job in task.jobs:
                 self._finish(job, JobResult(job.id, error=finished.error,
-                                            seconds=finished.seconds))
+                                            seconds=finished.seconds), finished.traceback)
         for result in finished.results:
             job = self.jobs[result.job_id]
             if result.ok and job.kind == "train":
@@ -255,9 +300,13 @@ class _Scheduler:
                     ex.release(dep)
                     del self.shared[dep]
 
-    def _finish(self, job: Job, result: JobResult) -> None:
+    def _finish(self, job: Job, result: JobResult, traceback: str = "") -> None:
         status = "ok" if result.ok else "failed"
         message = result.error or ""
+        where = ""
+        if traceback:
+            log = self.store.save_log(job.id, f"{job.id}: {message}\n\n{traceback}")
+            where = f" (traceback: {log})"
         self.store.save_job(JobRecord(job.id, job.kind, status, message, round(result.seconds, 3)),
                             result.rows if result.ok else [])
         self.resolved[job.id] = result.ok
@@ -265,8 +314,7 @@ class _Scheduler:
             self.ran.append(job.id)
         else:
             self.failed[job.id] = message
-            self.bar.write(f"FAILED {job.id}: {message}", file=sys.stderr)
-        self.store.write_results(self.order)
+            self.bar.write(f"FAILED {job.id}: {message}{where}", file=sys.stderr)
 
 
 class _MissingInput(Exception):

@@ -1,18 +1,26 @@
 """The output directory of a run: one file per finished job, consolidated tables.
 
 Every job's rows are written when the job finishes, atomically (a temporary file
-renamed into place), and its status file is written last: a job counts as
-finished only when its status file exists. An interrupted run therefore keeps
-every finished job, and ``--resume`` re-runs exactly the jobs without one.
+renamed into place), and its status file is written last, with the SHA-256 of the
+job's rows file and artifact: a job counts as finished only when its status file
+exists and its files still match those digests. An interrupted run therefore
+keeps every finished job; ``--resume`` re-runs exactly the jobs without one, and
+the jobs whose files were damaged since, naming each.
+
+``results.csv`` and ``jobs.csv`` grow by one job's lines as each job finishes, so
+writing them costs what the job produced, not what the run holds; they are
+rebuilt from the job files (in job order) at the start and the end of a run and
+by ``benchlab report``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,9 @@ class JobRecord:
     seconds: float
 
 
+_READ = {"dtype": {"attack": str, "explainer": str}}
+
+
 class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -58,52 +69,142 @@ class RunStore:
         self.artifacts_dir = self.root / "artifacts"
 
     # -- jobs -----------------------------------------------------------------
+    def _status(self, path: Path) -> tuple[JobRecord, dict[str, str]] | None:
+        try:
+            data = json.loads(path.read_text())
+            record = JobRecord(**{f.name: data[f.name] for f in fields(JobRecord)
+                                  if f.name in data})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # a damaged status file: the job simply runs again
+        digests = data.get("digests")
+        return record, digests if isinstance(digests, dict) else {}
+
     def records(self) -> dict[str, JobRecord]:
+        """Every job with a readable status file, finished ok or failed."""
         records = {}
         if self.jobs_dir.is_dir():
             for path in sorted(self.jobs_dir.glob("*.json")):
-                try:
-                    records[path.stem] = JobRecord(**json.loads(path.read_text()))
-                except (ValueError, TypeError):
-                    continue  # a damaged status file: the job simply runs again
+                status = self._status(path)
+                if status is not None:
+                    records[path.stem] = status[0]
         return records
 
+    def damage(self, job_id: str) -> str | None:
+        """Why job ``job_id``, recorded as ok, cannot be trusted; None when its files verify."""
+        status = self._status(self.jobs_dir / f"{job_id}.json")
+        if status is None:
+            return f"{self.jobs_dir / job_id}.json is unreadable"
+        record, digests = status
+        if record.status != "ok":
+            return None
+        rows = f"jobs/{job_id}.csv"
+        if rows not in digests:
+            return f"{self.jobs_dir / job_id}.json holds no digests (written by an older version)"
+        for name, expected in digests.items():
+            path = self.root / name
+            try:
+                actual = _sha256(path.read_bytes())
+            except FileNotFoundError:
+                return f"{path} is missing"
+            except OSError as exc:
+                return f"{path} cannot be read: {exc.strerror or exc}"
+            if actual != expected:
+                return f"{path} does not match its digest"
+        return None
+
+    def verified(self) -> tuple[set[str], dict[str, str]]:
+        """Jobs finished ok whose files verify, and the others recorded ok: id -> what is wrong."""
+        good, damaged = set(), {}
+        for job_id, record in self.records().items():
+            if record.status != "ok":
+                continue
+            problem = self.damage(job_id)
+            if problem is None:
+                good.add(job_id)
+            else:
+                damaged[job_id] = problem
+        return good, damaged
+
     def finished_ok(self) -> set[str]:
-        return {job_id for job_id, rec in self.records().items() if rec.status == "ok"}
+        return self.verified()[0]
 
     def save_job(self, record: JobRecord, rows: Iterable[Mapping[str, Any]]) -> None:
-        frame = pd.DataFrame(list(rows), columns=COLUMNS)
-        atomic_write_text(self.jobs_dir / f"{record.id}.csv", frame.to_csv(index=False))
-        atomic_write_text(self.jobs_dir / f"{record.id}.json", json.dumps(asdict(record)))
+        """Write a finished job: its rows, then its status with the digests of its files.
+
+        The job's artifact, if it has one, must already be written.
+        """
+        blob = pd.DataFrame(list(rows), columns=COLUMNS).to_csv(index=False).encode("utf-8")
+        atomic_write_bytes(self.jobs_dir / f"{record.id}.csv", blob)
+        digests = {f"jobs/{record.id}.csv": _sha256(blob)}
+        artifact = self.artifact(record.id)
+        if record.status == "ok" and artifact.exists():
+            digests[f"artifacts/{record.id}.pt"] = _sha256(artifact.read_bytes())
+        atomic_write_text(self.jobs_dir / f"{record.id}.json",
+                          json.dumps({**asdict(record), "digests": digests}))
+        self._append(record, blob)
 
     def forget(self, job_id: str) -> None:
-        for suffix in (".json", ".csv"):
+        for suffix in (".json", ".csv", ".log"):
             (self.jobs_dir / f"{job_id}{suffix}").unlink(missing_ok=True)
 
+    def save_log(self, job_id: str, text: str) -> Path:
+        """Keep the full traceback of a failed job; returns where."""
+        path = self.jobs_dir / f"{job_id}.log"
+        atomic_write_text(path, text)
+        return path
+
     # -- tables ---------------------------------------------------------------
-    def collect(self, order: Iterable[str] | None = None) -> pd.DataFrame:
-        """All finished jobs' rows, in job order."""
-        records = self.records()
-        ids = [i for i in (order or sorted(records)) if i in records]
-        frames = [pd.read_csv(self.jobs_dir / f"{i}.csv", dtype={"attack": str, "explainer": str})
-                  for i in ids if records[i].status == "ok"
-                  and (self.jobs_dir / f"{i}.csv").exists()]
-        frames = [f for f in frames if not f.empty]
+    def collect(self, order: Iterable[str] | None = None,
+                jobs: set[str] | None = None) -> pd.DataFrame:
+        """The rows of the jobs finished ok whose files verify (of ``jobs``), in job order."""
+        good = self.finished_ok() if jobs is None else jobs
+        ids = [i for i in (order or sorted(good)) if i in good]
+        frames = []
+        for job_id in ids:
+            frame = pd.read_csv(self.jobs_dir / f"{job_id}.csv", **_READ)
+            if not frame.empty:
+                frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=COLUMNS)
         # reindex: rows of jobs finished before the step column existed
         return pd.concat([f.reindex(columns=COLUMNS) for f in frames], ignore_index=True)
 
-    def write_results(self, order: Iterable[str] | None = None) -> pd.DataFrame:
-        frame = self.collect(order)
+    def write_results(self, order: Iterable[str] | None = None,
+                      jobs: set[str] | None = None) -> pd.DataFrame:
+        """Rebuild results.csv and jobs.csv from the job files (``jobs`` only, when given)."""
+        good = self.finished_ok() if jobs is None else jobs
+        frame = self.collect(order, good)
         atomic_write_text(self.root / "results.csv", frame.to_csv(index=False))
-        statuses = pd.DataFrame([asdict(r) for r in self.records().values()],
-                                columns=["id", "kind", "status", "message", "seconds"])
+        # failed jobs are listed too, except when rebuilding before the pending ones run
+        keep = [r for r in self.records().values()
+                if r.id in good or (jobs is None and r.status != "ok")]
+        statuses = pd.DataFrame([asdict(r) for r in keep],
+                                columns=[f.name for f in fields(JobRecord)])
         atomic_write_text(self.root / "jobs.csv", statuses.to_csv(index=False))
         return frame
 
+    def _append(self, record: JobRecord, rows_csv: bytes) -> None:
+        """Add one job's lines to results.csv and jobs.csv (created with their headers)."""
+        header, _, body = rows_csv.partition(b"\n")
+        _append_lines(self.root / "results.csv", header + b"\n", body)
+        status = pd.DataFrame([asdict(record)]).to_csv(index=False).encode("utf-8")
+        header, _, line = status.partition(b"\n")
+        _append_lines(self.root / "jobs.csv", header + b"\n", line)
+
     def artifact(self, job_id: str) -> Path:
         return self.artifacts_dir / f"{job_id}.pt"
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _append_lines(path: Path, header: bytes, lines: bytes) -> None:
+    if not path.exists():
+        atomic_write_bytes(path, header + lines)
+    elif lines:
+        with open(path, "ab") as fh:
+            fh.write(lines)
 
 
 def read_results(root: Path) -> pd.DataFrame:

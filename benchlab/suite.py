@@ -177,7 +177,14 @@ class Suite(_Strict):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=False), sort_keys=False)
+        """The suite as YAML, with every component's parameters resolved (defaults included),
+        so that a run directory says exactly what ran."""
+        data = self.model_dump(mode="json", exclude_none=False)
+        for section in ("models", "attacks", "explainers"):
+            for entry, ref in zip(data[section], getattr(self, section)):
+                if ref._params is not None:
+                    entry.update(ref._params.model_dump(mode="json"))
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------- problems

@@ -19,6 +19,7 @@ into the caller's random state.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class CheckResult:
     passed: bool
     message: str = ""
     skipped: bool = False
+    traceback: str = ""  # of an exception the component raised
 
     @property
     def failed(self) -> bool:
@@ -212,7 +214,8 @@ class Check:
         except CheckFailure as exc:
             return CheckResult(self.name, False, str(exc))
         except Exception as exc:  # noqa: BLE001 - a crashing component is a failed check
-            return CheckResult(self.name, False, f"raised {_describe(exc)}")
+            return CheckResult(self.name, False, f"raised {_describe(exc)}",
+                               traceback=traceback.format_exc())
         return CheckResult(self.name, True)
 
     def _execute(self, component: Component) -> None:

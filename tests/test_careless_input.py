@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from benchlab import cli, store
 from benchlab.report import render
@@ -102,3 +103,71 @@ def test_the_closing_line_counts_ran_ok_and_failed_jobs(toy_cli, tmp_path, capsy
     assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "ran 2 job(s): 0 ok, 2 failed; 0 already done" in err  # was "0 job(s) run"
+
+
+def _run(suite, out, *extra):
+    return cli.main(["run", str(suite), "--out", str(out), "--device", "cpu", *extra])
+
+
+def test_resume_refuses_a_set_that_changes_finished_jobs(toy_cli, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(toy_cli, out) == 0
+    before = (out / "results.csv").read_bytes()
+    capsys.readouterr()
+    status = cli.main(["run", "--resume", str(out), "--set", "train.epochs=2", "--device", "cpu"])
+    assert status == 2
+    [line] = _lines(capsys.readouterr().err)
+    assert line.startswith(f"benchlab: --resume {out}: train.epochs is 1 in the saved suite, "
+                           "2 now: that would change 2 finished job(s)")
+    assert yaml.safe_load((out / "suite.yaml").read_text())["train"]["epochs"] == 1
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_resume_with_the_suite_file_compares_against_the_saved_suite(toy_cli, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(toy_cli, out) == 0
+    toy_cli.write_text(TOY.replace("epochs: 1", "epochs: 2"))
+    assert cli.main(["run", str(toy_cli), "--resume", str(out), "--device", "cpu"]) == 2
+    assert "train.epochs is 1 in the saved suite, 2 now" in capsys.readouterr().err
+
+
+def test_resume_may_add_jobs_and_says_so(toy_cli, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(toy_cli, out) == 0
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(out), "--set", "models=[{name: tiny}, {name: tiny, label: wide, width: 6}]",
+                     "--set", "report.alpha=0.01", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {out} with 2 job(s) the saved suite did not have (train-wide-r00, attack-wide-r00-noise)" in err
+    assert "ran 2 job(s): 2 ok, 0 failed; 2 already done" in err
+    jobs = pd.read_csv(out / "jobs.csv")
+    assert sorted(jobs["id"]) == ["attack-tiny-r00-noise", "attack-wide-r00-noise",
+                                  "train-tiny-r00", "train-wide-r00"]
+    saved = yaml.safe_load((out / "suite.yaml").read_text())
+    assert saved["report"]["alpha"] == 0.01 and len(saved["models"]) == 2
+
+
+def test_out_refuses_a_directory_holding_another_run(toy_cli, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(toy_cli, out) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.yaml"
+    other.write_text(TOY.replace("name: toy\n", "name: other\n"))
+    assert _run(other, out) == 2
+    assert _lines(capsys.readouterr().err) == [
+        f"benchlab: --out {out}: not empty (it holds a benchlab run); continue that run with "
+        f"--resume {out}, or give a new or empty directory"]
+    assert yaml.safe_load((out / "suite.yaml").read_text())["name"] == "toy"
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(toy_cli, tmp_path,
+                                                                   monkeypatch, capsys):
+    from benchlab import runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "default_output_dir",
+                        lambda suite, base=Path("results"): base / suite.name / "20260101T000000Z")
+    assert cli.main(["run", str(toy_cli), "--device", "cpu"]) == 0
+    assert cli.main(["run", str(toy_cli), "--device", "cpu"]) == 0
+    first, second = _lines(capsys.readouterr().out)
+    assert (first, second) == ("results/toy/20260101T000000Z", "results/toy/20260101T000000Z-2")

@@ -69,7 +69,7 @@ def test_run_writes_the_documented_layout(tmp_path, toy_registry):
         "cam_similarity", "cam_background_share", "cam_intensity"}
     # the resolved suite round-trips
     again = validate_suite(yaml.safe_load((out / "suite.yaml").read_text()), toy_registry)
-    assert again == _suite(toy_registry)
+    assert again.to_yaml() == _suite(toy_registry).to_yaml()
 
     summary = render(out).read_text()
     assert "## Training" in summary and "Welch t-test" in summary

@@ -47,6 +47,7 @@ class Done:
     results: list[execute.JobResult] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    traceback: str = ""  # of the failure, for the job's log file
 
 
 class Executor(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,11 @@ class LocalExecutor:
         try:
             return Done(task, run_task(task, self.workspace, self.on_epoch))
         except guards.ComponentError as exc:
-            return Done(task, error=str(exc), seconds=time.perf_counter() - started)
+            return Done(task, error=str(exc), seconds=time.perf_counter() - started,
+                        traceback=traceback.format_exc())
+        except Exception as exc:  # noqa: BLE001 - not a component's fault: fail this task only
+            return Done(task, error=f"internal error: {type(exc).__name__}: {exc}",
+                        seconds=time.perf_counter() - started, traceback=traceback.format_exc())
 
     def close(self) -> None:
         self._queue.clear()
