@@ -128,7 +128,9 @@ class StepRecord:
 
     ``step`` optimisation steps have been taken (0: the freshly initialised model);
     ``epoch`` is the same position in epochs (``step / steps_per_epoch``). The test
-    metrics come from :func:`evaluate` on the evaluation set, in float32.
+    metrics come from :func:`evaluate` on the evaluation set, in the training
+    precision: under bfloat16 autocast when training in bf16, which halves the cost
+    of the curve on a CPU (the per-epoch evaluation stays in float32).
     ``eval_time_s`` is the wall time of that evaluation, which is not counted in
     the epoch's ``epoch_time_s``.
     """
@@ -360,6 +362,8 @@ class _Curve:
         assert config.eval_every is not None
         self.model, self.split, self.device = model, data.curve, device
         self.every, self.batch_size = config.eval_every, config.test_batch_size
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                             enabled=config.precision == "bf16")
         self.steps_per_epoch = math.ceil(len(data) / config.batch_size)
         self.step = 0
         self.seconds = 0.0  # spent evaluating, so far
@@ -367,7 +371,8 @@ class _Curve:
 
     def evaluate(self) -> None:
         start = time.perf_counter()
-        loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device)
+        with torch.autocast(**self.autocast):
+            loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device)
         seconds = time.perf_counter() - start
         self.seconds += seconds
         self.records.append(StepRecord(self.step, self.step / self.steps_per_epoch, loss,

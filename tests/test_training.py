@@ -322,3 +322,13 @@ def test_the_last_curve_point_is_the_trained_model_on_the_evaluation_set():
 def test_eval_every_must_be_positive():
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(eval_every=0)
+
+
+def test_a_bf16_curve_is_evaluated_in_bf16_and_agrees_with_the_float32_evaluation():
+    config = replace(ONE_EPOCH, eval_every=8, precision="bf16")
+    (result,) = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[2], pack=1)
+    last = result.steps[-1]
+    assert last.step == 8 and math.isfinite(last.test_loss)
+    # the same trained model: bf16 and float32 evaluations differ by rounding only
+    assert last.test_acc == pytest.approx(result.epochs[-1].test_acc, abs=0.03)
+    assert last.test_loss == pytest.approx(result.epochs[-1].test_loss, rel=0.05)
