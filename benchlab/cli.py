@@ -53,20 +53,35 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         plugins.append({"name": name, "distribution": info.distribution,
                         "version": info.version,
                         "components": {k: sorted(v) for k, v in sorted(info.components.items())}})
+        if info.libraries:
+            plugins[-1]["libraries"] = list(info.libraries)
+        if info.left_out:
+            plugins[-1]["left_out"] = dict(sorted(info.left_out.items()))
     failures = [{"name": f.plugin, "distribution": f.distribution, "error": f.error}
                 for f in registry.failures]
     collisions = [{"kind": c.kind, "name": c.name, "plugins": [p.plugin for p in c.providers],
                    "message": str(c)} for c in registry.collisions]
+    available = [{"name": a.plugin, "distribution": a.distribution, "version": a.version,
+                  "library": a.library, "prefix": a.prefix, "install": a.install}
+                 for a in registry.available]
     if args.json:
-        print(json.dumps({"plugins": plugins, "failures": failures, "collisions": collisions},
+        print(json.dumps({"plugins": plugins, "available": available, "failures": failures,
+                          "collisions": collisions},
                          indent=2))
         return EXIT_OK
     for p in plugins:
         print(f"{p['name']}  ({p['distribution']} {p['version']})")
+        if p.get("libraries"):
+            print(f"    {'adapts:':12} {', '.join(p['libraries'])}")
         if not p["components"]:
             print("    (registers nothing)")
         for kind, names in p["components"].items():
             print(f"    {kind + 's:':12} {', '.join(names)}")
+        for name, why in p.get("left_out", {}).items():
+            print(f"    {'left out:':12} {name}: {why}")
+    for a in available:
+        print(f"{a['name']}  ({a['distribution']} {a['version']})  available: needs "
+              f"{a['library']} ({a['prefix']}*); install with: {a['install']}")
     for f in failures:
         print(f"{f['name']}  ({f['distribution']})  FAILED TO LOAD: {f['error']}")
     for c in collisions:

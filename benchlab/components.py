@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict
 KINDS = ("dataset", "model", "attack", "explainer")
 Kind = Literal["dataset", "model", "attack", "explainer"]
 Split = Literal["train", "test"]
+Norm = Literal["linf", "l2", "l1", "l0"]
+NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
 
 
 class Params(BaseModel):
@@ -109,6 +111,33 @@ Explainer = Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
+class ThreatModel:
+    """What an attack bounds.
+
+    ``minimum_norm=False``: every adversarial image lies in the ``norm`` ball of
+    radius ε around its clean image, for each ε of the suite (the attack returns
+    one batch per ε). ``minimum_norm=True``: the attack looks for the smallest
+    perturbation in ``norm`` that changes the prediction, with no ε to respect,
+    and returns one batch; benchlab measures each image's norm and derives the
+    accuracy at every ε of the suite from those norms.
+    """
+
+    norm: Norm = "linf"
+    minimum_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
+
+    def __str__(self) -> str:
+        name = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}[self.norm]
+        return f"minimum {name}" if self.minimum_norm else f"{name} ball"
+
+
+LINF_BALL = ThreatModel()
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Which plugin registered a component."""
 
@@ -134,3 +163,17 @@ class Component:
 
     def validate_params(self, values: dict[str, Any]) -> Params:
         return self.params.model_validate(values)
+
+    def threat(self, params: Params | None = None) -> ThreatModel:
+        """An attack's threat model: ``threat=`` given at registration, a
+        :class:`ThreatModel` or a function of the validated parameters (for attacks
+        whose norm is a parameter); an L∞ ball when none was given."""
+        declared = self.extra.get("threat", LINF_BALL)
+        if callable(declared) and not isinstance(declared, ThreatModel):
+            if params is None:
+                params = self.validate_params({})
+            declared = declared(params)
+        if not isinstance(declared, ThreatModel):
+            raise TypeError(f"{self.kind} '{self.name}': threat must be a ThreatModel, "
+                            f"got {declared!r}")
+        return declared

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ComponentError", "check_adversarial", "check_explanation", "check_logits"]
+__all__ = ["ComponentError", "check_adversarial", "check_explanation", "check_found",
+           "check_logits", "delta_norms"]
 
 
 class ComponentError(Exception):
@@ -25,29 +26,73 @@ class ComponentError(Exception):
 
 
 def check_adversarial(images: torch.Tensor, adv: object, eps: Sequence[float], *,
-                      atol: float = 1e-5) -> None:
+                      atol: float = 1e-5, norm: str = "linf") -> None:
     """Check an attack's output ``adv`` for the clean ``images`` and radii ``eps``.
 
     ``adv`` must be a tensor of shape ``(len(eps), *images.shape)`` with the dtype
     and device of ``images``, finite, inside [0, 1] and, for every ``i``, inside
-    the L∞ ball of radius ``eps[i]`` around ``images``; the last two within ``atol``.
+    the ``norm`` ball (``linf``, ``l2``, ``l1`` or ``l0``) of radius ``eps[i]``
+    around ``images``; the last two within ``atol`` (relative to ε for L2 and L1,
+    exact for the L0 count).
     """
     eps = [float(e) for e in eps]
     _check_tensor("adversarial batch", adv, (len(eps), *images.shape), images)
     assert isinstance(adv, torch.Tensor)
     if adv.numel() == 0:
         return
-    distance = (adv - images).abs_().flatten(1).amax(dim=1)
+    distance = delta_norms(adv - images, norm, atol).view(len(eps), -1).amax(dim=1)
     low, high, *dist = _host(*torch.aminmax(adv), distance)
     _raise_if_nonfinite("adversarial batch", adv, low, high)
     _raise_if_outside_unit_range("adversarial batch", low, high, atol)
-    excess = [d - e for d, e in zip(dist, eps, strict=True)]
+    tolerance = [_tolerance(norm, e, atol) for e in eps]
+    excess = [d - e - t for d, e, t in zip(dist, eps, tolerance, strict=True)]
     worst = max(range(len(eps)), key=excess.__getitem__)
-    if excess[worst] > atol:
+    if excess[worst] > 0:
+        name = _NORM_NAMES.get(norm, norm)
         raise ComponentError(
-            f"adversarial batch: outside the L∞ ε-ball: max |adv - x| = {dist[worst]:.6g} for "
-            f"ε = {eps[worst]:.6g} (eps[{worst}]), over by {excess[worst]:.3g} "
-            f"(tolerance {atol:g})")
+            f"adversarial batch: outside the {name} ε-ball: max ‖adv - x‖ = {dist[worst]:.6g} "
+            f"for ε = {eps[worst]:.6g} (eps[{worst}]), over by {dist[worst] - eps[worst]:.3g} "
+            f"(tolerance {tolerance[worst]:g})")
+
+
+def _tolerance(norm: str, eps: float, atol: float) -> float:
+    """How far past ε a norm may be from rounding alone: ``atol`` per pixel for L∞,
+    relative for the sums (L2, L1), none for a count (L0)."""
+    if norm == "linf":
+        return atol
+    if norm == "l0":
+        return 0.0
+    return atol * max(1.0, eps)
+
+
+def check_found(images: torch.Tensor, adv: object, *, atol: float = 1e-5) -> None:
+    """Check a minimum-norm attack's output: one batch shaped like ``images``, with
+    their dtype and device, finite and inside [0, 1] within ``atol``."""
+    _check_tensor("adversarial batch", adv, tuple(images.shape), images)
+    assert isinstance(adv, torch.Tensor)
+    if adv.numel() == 0:
+        return
+    low, high = _host(*torch.aminmax(adv))
+    _raise_if_nonfinite("adversarial batch", adv, low, high)
+    _raise_if_outside_unit_range("adversarial batch", low, high, atol)
+
+
+_NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
+
+
+def delta_norms(delta: torch.Tensor, norm: str, atol: float) -> torch.Tensor:
+    """Per-image norms of ``delta`` (..., C, H, W) -> (...). L0 counts pixel
+    positions where any channel moved by more than ``atol``."""
+    flat = delta.flatten(-3)
+    if norm == "linf":
+        return flat.abs().amax(dim=-1)
+    if norm == "l2":
+        return flat.float().norm(dim=-1)
+    if norm == "l1":
+        return flat.abs().sum(dim=-1)
+    if norm == "l0":
+        return (delta.abs() > atol).any(dim=-3).flatten(-2).sum(dim=-1).to(delta.dtype)
+    raise ValueError(f"unknown norm {norm!r}; expected linf, l2, l1 or l0")
 
 
 def check_explanation(images: torch.Tensor, maps: object, *, atol: float = 1e-5) -> None:

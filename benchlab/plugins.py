@@ -49,6 +49,30 @@ class PluginError(Exception):
     """A plugin broke a rule of the registry (duplicate name, bad registration, ...)."""
 
 
+class MissingLibrary(ImportError):
+    """Raised by a plugin module, when it is imported, if a library it adapts is absent.
+
+    The plugin is then listed as available rather than failed, and a suite that
+    names one of its components (``prefix`` + class name) is told how to install it.
+    """
+
+    def __init__(self, library: str, *, prefix: str, install: str) -> None:
+        super().__init__(f"{library} is not installed; install it with: {install}")
+        self.library, self.prefix, self.install = library, prefix, install
+
+
+@dataclass(frozen=True)
+class AvailablePlugin:
+    """A plugin that would register components once its library is installed."""
+
+    plugin: str
+    distribution: str
+    version: str
+    library: str
+    prefix: str
+    install: str
+
+
 @dataclass(frozen=True)
 class PluginFailure:
     plugin: str
@@ -75,6 +99,10 @@ class PluginInfo:
     distribution: str
     version: str
     components: dict[str, list[str]] = field(default_factory=dict)
+    # "torchattacks 3.5.1" for a plugin that adapts a library
+    libraries: list[str] = field(default_factory=list)
+    # what an adapter plugin does not adapt, and why (its module's LEFT_OUT)
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 class Registry:
@@ -85,6 +113,7 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self._collisions: dict[tuple[str, str], Collision] = {}
+        self.available: list[AvailablePlugin] = []
 
     # -- registration --------------------------------------------------------
     def registrar(self, kind: Kind, provenance: Provenance):
@@ -115,6 +144,9 @@ class Registry:
         info = self.plugins.setdefault(
             who.plugin, PluginInfo(who.plugin, who.distribution, who.version))
         info.components.setdefault(kind, []).append(name)
+        library = component.extra.get("library")
+        if library and library not in info.libraries:
+            info.libraries.append(library)
         collision = self._collisions.get((kind, name))
         existing = self._components[kind].pop(name, None)
         if collision is not None or existing is not None:
@@ -140,7 +172,12 @@ class Registry:
             raise KeyError(self.missing_message(kind, name)) from None
 
     def missing_message(self, kind: Kind, name: str) -> str:
-        """Why ``name`` is not a usable ``kind``: a collision, a failed plugin, or unknown."""
+        """Why ``name`` is not a usable ``kind``: its library is missing (and how to
+        install it), a collision, a failed plugin, or unknown."""
+        for plugin in self.available:
+            if str(name).startswith(plugin.prefix):
+                return (f"{kind} '{name}' needs {plugin.library}, which is not installed; "
+                        f"install it with: {plugin.install}")
         collision = self._collisions.get((kind, name))
         if collision is not None:
             return str(collision)
@@ -217,6 +254,11 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
         if isinstance(target, importlib.metadata.EntryPoint):
             try:
                 target = target.load()
+            except MissingLibrary as exc:
+                registry.available.append(AvailablePlugin(
+                    name, provenance.distribution, provenance.version, exc.library,
+                    exc.prefix, exc.install))
+                continue
             except BaseException as exc:  # noqa: BLE001 - one broken plugin must not stop the rest
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -230,6 +272,11 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
             fail(name, provenance.distribution, _one_line(exc), exc)
             continue
         loaded.append((name, provenance))
+        left_out = getattr(target, "LEFT_OUT", None)
+        if isinstance(left_out, dict) and left_out:
+            registry.plugins.setdefault(
+                name, PluginInfo(name, provenance.distribution, provenance.version)
+            ).left_out.update({str(k): str(v) for k, v in left_out.items()})
 
     try:
         pm.check_pending()

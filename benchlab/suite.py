@@ -473,7 +473,8 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
             known = registry.names(kind)
             if entry["name"] not in known:
                 message = _unknown(kind, entry["name"], known)
-                if registry.collisions or registry.failures:
+                if registry.collisions or registry.failures or any(
+                        entry["name"].startswith(p.prefix) for p in registry.available):
                     message = registry.missing_message(kind, entry["name"])
                 problems.append(problem((*base, "name"), message))
                 continue

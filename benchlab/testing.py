@@ -34,6 +34,7 @@ from torch import nn
 from benchlab import guards
 from benchlab.components import KINDS, Component, DatasetInfo, DatasetSplit, FileStatus, Kind
 from benchlab.plugins import Registry, default_registry, unknown_name_message
+from benchlab.threat import perturbation_norms, within_budget
 
 if TYPE_CHECKING:
     import pytest
@@ -259,7 +260,15 @@ def _attack(component: Component, setup: _Setup, eps: Sequence[float] = ATTACK_E
     params = setup.validated_params(component)
     model, images, labels = inputs if inputs is not None else _fresh(setup, part)
     torch.manual_seed(seed)
-    return component.obj(model, images, labels, list(eps), params)
+    output = component.obj(model, images, labels, list(eps), params)
+    threat = component.threat(params)
+    if not threat.minimum_norm:
+        return output
+    # One batch with no ε to respect: checked as the batches per ε derived from it.
+    _expect_tensor(output, tuple(images.shape), images, "minimum-norm attack output")
+    _expect_finite(output, "minimum-norm attack output")
+    clean = synthetic_batch(device=setup.device)[0][part]
+    return within_budget(clean, output, perturbation_norms(clean, output, threat.norm), eps)
 
 
 def _clean(setup: _Setup) -> torch.Tensor:
@@ -279,9 +288,11 @@ def _attack_finite(component: Component, setup: _Setup) -> None:
 
 
 def _attack_eps_ball(component: Component, setup: _Setup) -> None:
-    """Each eps's batch lies in [0, 1] and in the L∞ ball of radius eps (the run-time guard)."""
+    """Each eps's batch lies in [0, 1] and in the ball of radius eps of the attack's
+    norm (the run-time guard); a minimum-norm attack's batch lies in [0, 1]."""
+    norm = component.threat(setup.validated_params(component)).norm
     _guard(guards.check_adversarial, _clean(setup), _attack(component, setup), ATTACK_EPS,
-           atol=ATOL)
+           atol=ATOL, norm=norm)
 
 
 def _attack_input_unchanged(component: Component, setup: _Setup) -> None:
@@ -661,6 +672,8 @@ def resolve(registry: Registry, name: str, kind: Kind | None = None) -> Componen
     if clashes:
         raise LookupError(str(clashes[0]))
     every = sorted({n for k in KINDS for n in registry.names(k)})
+    if any(name.startswith(plugin.prefix) for plugin in getattr(registry, "available", ())):
+        raise LookupError(registry.missing_message("component", name))  # how to install it
     raise LookupError(unknown_name_message("component", name, every))
 
 
