@@ -47,6 +47,7 @@ def _registry():
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = _registry()
+    registry.load_all()
     plugins = []
     for name in sorted(registry.plugins):
         info = registry.plugins[name]

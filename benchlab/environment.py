@@ -42,7 +42,9 @@ def environment(device: torch.device, suite: Suite, registry: Registry) -> dict[
         "gpu": gpu,
         "git_commit": _git_commit(),
         "seeds": [suite.train.seed + r for r in range(suite.train.runs)],
-        "plugins": {name: f"{p.distribution} {p.version}" for name, p in registry.plugins.items()},
+        "plugins": {name: f"{p.distribution} {p.version}"
+                    + (f" (adapts {', '.join(p.libraries)})" if p.libraries else "")
+                    for name, p in registry.plugins.items()},
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

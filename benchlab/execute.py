@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchlab import guards, metrics, training
+from benchlab import guards, metrics, threat, training
 from benchlab.components import Component, DatasetSplit
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
@@ -211,9 +211,9 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
 
     started = time.perf_counter()
     with blame("attack", job.attack.key, component), seeded(job.seed, ws.device):
-        adversarial = component.obj(model, images, labels, eps, params)
-        guards.check_adversarial(images, adversarial, eps)
+        output = threat.attack(component, model, images, labels, eps, params)
     seconds = time.perf_counter() - started
+    adversarial = output.adversarial
 
     # A targeted attack says which classes it aimed at, so success means reaching them.
     aimed_at = component.extra.get("targets")
@@ -231,17 +231,50 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
             row(job, "linf", linf, **where),
             row(job, "l2", l2, **where),
         ]
+    # A minimum-norm attack makes one batch, not one per eps.
+    made = len(labels) * (1 if output.threat.minimum_norm else len(eps))
     rows += [
         row(job, "attack_time_s", seconds, attack=job.attack.key),
-        row(job, "images_per_s", len(labels) * len(eps) / max(seconds, 1e-9),
-            attack=job.attack.key),
+        row(job, "images_per_s", made / max(seconds, 1e-9), attack=job.attack.key),
+        *threat_rows(job, output, clean_pred, labels, model, batch),
     ]
     product = None
     if keep:
         # clone: a slice would carry (and save) the whole underlying storage
         product = {"eps": torch.tensor(eps), "adversarial": adversarial[:, :keep].cpu().clone()}
+    if output.norms is not None:
+        product = {**(product or {}), "norms": output.norms.cpu()}
     return JobResult(job.id, rows, product, seconds=time.perf_counter() - started_job,
                      where=ws.where())
+
+
+def threat_rows(job: Job, output: threat.AttackOutput, clean_pred: torch.Tensor,
+                labels: torch.Tensor, model: torch.nn.Module, batch: int
+                ) -> list[dict[str, Any]]:
+    """What the attack bounds (``norm_p``: p of its norm, inf for L∞;
+    ``minimum_norm``: 1 or 0) and, for a minimum-norm attack, the perturbations it
+    found: ``found_rate`` (share of the correctly classified images it got past,
+    with ``attacked`` of them) and ``median_norm`` of those successful
+    perturbations (NaN when there are none)."""
+    assert job.attack is not None
+    where = dict(attack=job.attack.key)
+    p = {"linf": float("inf"), "l2": 2.0, "l1": 1.0, "l0": 0.0}[output.threat.norm]
+    rows = [row(job, "norm_p", p, **where),
+            row(job, "minimum_norm", float(output.threat.minimum_norm), **where)]
+    if output.norms is None:
+        return rows
+    # The widest batch holds every adversarial the attack found within the suite's
+    # largest eps; the norms say which of all found ones succeeded.
+    found, _ = _predict(model, output.found, batch)
+    correct = clean_pred == labels
+    success = correct & (found != labels)
+    norms = output.norms[success]
+    median = norms.median().item() if norms.numel() else float("nan")
+    rows += [row(job, "attacked", float(correct.sum()), **where),
+             row(job, "found_rate", float(success.sum()) / max(int(correct.sum()), 1)
+                 if int(correct.sum()) else float("nan"), **where),
+             row(job, "median_norm", median, **where)]
+    return rows
 
 
 def explain(job: Job, ws: Workspace, state: StateDict,

@@ -49,8 +49,10 @@ def check_adversarial(images: torch.Tensor, adv: object, eps: Sequence[float], *
     worst = max(range(len(eps)), key=excess.__getitem__)
     if excess[worst] > 0:
         name = _NORM_NAMES.get(norm, norm)
+        bars = ("|", "|") if norm == "linf" else ("‖", "‖")
         raise ComponentError(
-            f"adversarial batch: outside the {name} ε-ball: max ‖adv - x‖ = {dist[worst]:.6g} "
+            f"adversarial batch: outside the {name} ε-ball: max {bars[0]}adv - x{bars[1]} = "
+            f"{dist[worst]:.6g} "
             f"for ε = {eps[worst]:.6g} (eps[{worst}]), over by {dist[worst] - eps[worst]:.3g} "
             f"(tolerance {tolerance[worst]:g})")
 

@@ -33,6 +33,7 @@ from benchlab import hookspecs
 from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Provenance
 
 ENTRY_POINT_GROUP = "benchlab"
+OPTIONAL_GROUP = "benchlab.optional"
 STRICT_ENV = "BENCHLAB_STRICT_PLUGINS"
 BLOCK_ENV = "BENCHLAB_BLOCK_PLUGINS"
 
@@ -114,6 +115,23 @@ class Registry:
         self.failures: list[PluginFailure] = []
         self._collisions: dict[tuple[str, str], Collision] = {}
         self.available: list[AvailablePlugin] = []
+        # optional plugins not imported yet: entry-point name -> (name, entry point, provenance)
+        self._deferred: dict[str, tuple[str, Any, Provenance]] = {}
+        self._strict = False
+
+    # -- optional plugins, loaded on demand ---------------------------------------
+    def load_all(self) -> None:
+        """Import every optional plugin not imported yet (to list everything)."""
+        self._load_deferred(list(self._deferred))
+
+    def _load_for(self, name: str) -> None:
+        """Import the optional plugin whose name prefixes ``name`` (``torchattacks.PGD``)."""
+        self._load_deferred([p for p in self._deferred if str(name).startswith(p + ".")])
+
+    def _load_deferred(self, names: list[str]) -> None:
+        if names:
+            batch = [self._deferred.pop(n) for n in names]
+            _load(self, batch, self._strict)
 
     # -- registration --------------------------------------------------------
     def registrar(self, kind: Kind, provenance: Provenance):
@@ -163,9 +181,17 @@ class Registry:
 
     # -- lookup --------------------------------------------------------------
     def names(self, kind: Kind) -> list[str]:
+        self.load_all()
         return sorted(self._components[kind])
 
+    def has(self, kind: Kind, name: str) -> bool:
+        """Whether a ``kind`` called ``name`` is registered (importing only the
+        optional plugin the name points to)."""
+        self._load_for(name)
+        return name in self._components[kind]
+
     def get(self, kind: Kind, name: str) -> Component:
+        self._load_for(name)
         try:
             return self._components[kind][name]
         except KeyError:
@@ -174,6 +200,7 @@ class Registry:
     def missing_message(self, kind: Kind, name: str) -> str:
         """Why ``name`` is not a usable ``kind``: its library is missing (and how to
         install it), a collision, a failed plugin, or unknown."""
+        self._load_for(name)
         for plugin in self.available:
             if str(name).startswith(plugin.prefix):
                 return (f"{kind} '{name}' needs {plugin.library}, which is not installed; "
@@ -193,6 +220,7 @@ class Registry:
 
     def find(self, name: str) -> list[Component]:
         """Components of any kind called ``name``."""
+        self._load_for(name)
         return [comps[name] for comps in self._components.values() if name in comps]
 
     def components(self, kind: Kind) -> list[Component]:
@@ -227,11 +255,40 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
 
     ``plugins`` adds (name, module-or-object, provenance) triples next to the
     ones found through entry points; tests and notebooks use it.
+
+    Entry points of the ``benchlab.optional`` group are optional plugins: the
+    module, and the library behind it, is imported only when a component whose
+    name starts with the entry point's name and a dot (``torchattacks.PGD``) is
+    looked up, or when every component is listed. So a run that uses none of its
+    components does not pay for importing the library.
     """
     strict = _truthy(os.environ.get(STRICT_ENV)) if strict is None else strict
     registry = Registry()
-    pm = _plugin_manager()
+    registry._strict = strict
     blocked = _blocked()
+    candidates: list[tuple[str, Any, Provenance]] = []
+    if entry_points:
+        for group in (ENTRY_POINT_GROUP, OPTIONAL_GROUP):
+            for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+                if ep.name in blocked:
+                    continue
+                dist = ep.dist.name if ep.dist else "?"
+                version = ep.dist.version if ep.dist else "?"
+                entry = (ep.name, ep, Provenance(ep.name, dist, version))
+                if group == OPTIONAL_GROUP:
+                    registry._deferred[ep.name] = entry
+                else:
+                    candidates.append(entry)
+    candidates.extend((name, target, prov) for name, target, prov in plugins
+                      if name not in blocked)
+    _load(registry, candidates, strict)
+    return registry
+
+
+def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
+          strict: bool) -> None:
+    """Import ``candidates`` and call their hooks, adding what they register."""
+    pm = _plugin_manager()
     loaded: list[tuple[str, Provenance]] = []
 
     def fail(name: str, dist: str, error: str, exc: BaseException | None = None) -> None:
@@ -239,18 +296,7 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
             raise PluginError(f"plugin {name} ({dist}) failed: {error}") from exc
         registry.failures.append(PluginFailure(name, dist, error))
 
-    candidates: list[tuple[str, Any, Provenance]] = []
-    if entry_points:
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                         key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist else "?"
-            version = ep.dist.version if ep.dist else "?"
-            candidates.append((ep.name, ep, Provenance(ep.name, dist, version)))
-    candidates.extend(plugins)
-
     for name, target, provenance in candidates:
-        if name in blocked:
-            continue
         if isinstance(target, importlib.metadata.EntryPoint):
             try:
                 target = target.load()
@@ -264,7 +310,8 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
                     raise
                 fail(name, provenance.distribution, _one_line(exc), exc)
                 continue
-        if pm.get_plugin(name) is not None or any(p is target for p in pm.get_plugins()):
+        if pm.get_plugin(name) is not None or any(p is target for p in pm.get_plugins()) \
+                or name in registry.plugins:
             continue  # the same module advertised twice
         try:
             pm.register(target, name=name)
@@ -301,7 +348,6 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
             name, PluginInfo(name, provenance.distribution, provenance.version))
     if strict and registry.collisions:
         raise PluginError(str(registry.collisions[0]))
-    return registry
 
 
 def _one_line(exc: BaseException) -> str:

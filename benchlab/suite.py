@@ -470,9 +470,8 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 continue  # the structural pass has reported it
             base: tuple[Any, ...] = (section,) if section == "dataset" else (section, i)
-            known = registry.names(kind)
-            if entry["name"] not in known:
-                message = _unknown(kind, entry["name"], known)
+            if not registry.has(kind, entry["name"]):
+                message = _unknown(kind, entry["name"], registry.names(kind))
                 if registry.collisions or registry.failures or any(
                         entry["name"].startswith(p.prefix) for p in registry.available):
                     message = registry.missing_message(kind, entry["name"])

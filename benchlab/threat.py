@@ -12,6 +12,7 @@ explained alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,12 +41,15 @@ def within_budget(images: torch.Tensor, found: torch.Tensor, norms: torch.Tensor
     return torch.where(mask, found.unsqueeze(0), images.unsqueeze(0))
 
 
+@dataclass
 class AttackOutput:
-    """One batch per ε, and for a minimum-norm attack the norm each image needed."""
+    """One batch per ε; for a minimum-norm attack also the one batch it found and
+    the norm of each image's perturbation in it."""
 
-    def __init__(self, threat: ThreatModel, adversarial: torch.Tensor,
-                 norms: torch.Tensor | None = None) -> None:
-        self.threat, self.adversarial, self.norms = threat, adversarial, norms
+    threat: ThreatModel
+    adversarial: torch.Tensor
+    found: torch.Tensor | None = None
+    norms: torch.Tensor | None = None
 
 
 def attack(component: Component, model: torch.nn.Module, images: torch.Tensor,
@@ -60,4 +64,4 @@ def attack(component: Component, model: torch.nn.Module, images: torch.Tensor,
     found = component.obj(model, images, labels, eps, params)
     guards.check_found(images, found)
     norms = perturbation_norms(images, found, threat.norm)
-    return AttackOutput(threat, within_budget(images, found, norms, eps), norms)
+    return AttackOutput(threat, within_budget(images, found, norms, eps), found, norms)

@@ -118,12 +118,12 @@ def test_without_the_library_the_plugin_is_available_and_the_suite_names_the_ins
         monkeypatch):
     _without(monkeypatch, "torchattacks", "benchlab_plugins.torchattacks_adapter")
     registry = build_registry()
-    assert not registry.failures
-    (available,) = [a for a in registry.available if a.plugin == "torchattacks"]
-    assert available.install == 'pip install "benchlab[torchattacks]"'
     suite = {**SUITE, "attacks": [{"name": "torchattacks.PGD", "eps": [0.1]}]}
     with pytest.raises(SuiteError) as caught:
         validate_suite(suite, registry)
+    assert not registry.failures
+    (available,) = [a for a in registry.available if a.plugin == "torchattacks"]
+    assert available.install == 'pip install "benchlab[torchattacks]"'
     (problem,) = caught.value.problems
     assert str(problem) == ("<suite>: attacks.0.name: attack 'torchattacks.PGD' needs "
                             "torchattacks, which is not installed; install it with: "
@@ -141,7 +141,7 @@ def test_without_the_libraries_the_cli_says_how_to_install_them(tmp_path):
               "sys.exit(main(sys.argv[1:]))\n")
     listing = subprocess.run([sys.executable, "-c", script, "plugins"], capture_output=True,
                              text=True, check=True).stdout
-    assert ("grad-cam  (benchlab " in listing
+    assert ("pytorch_grad_cam  (benchlab " in listing
             and 'install with: pip install "benchlab[grad-cam]"' in listing)
     run = subprocess.run([sys.executable, "-c", script, "validate", str(suite)],
                          capture_output=True, text=True)
@@ -149,6 +149,18 @@ def test_without_the_libraries_the_cli_says_how_to_install_them(tmp_path):
     assert run.stderr.strip().splitlines() == [
         f"{suite}:4: explainers.0.name: explainer 'captum.IntegratedGradients' needs captum, "
         'which is not installed; install it with: pip install "benchlab[captum]"']
+
+
+def test_an_adapter_is_imported_only_when_a_suite_names_one_of_its_components(monkeypatch):
+    for module in ("benchlab_plugins.torchattacks_adapter", "benchlab_plugins.captum_adapter"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    registry = build_registry()
+    validate_suite({**SUITE, "attacks": [{"name": "fgsm", "eps": [0.1]}]}, registry)
+    assert "benchlab_plugins.torchattacks_adapter" not in sys.modules
+    validate_suite({**SUITE, "attacks": [{"name": "torchattacks.PGD", "eps": [0.1]}]}, registry)
+    assert "benchlab_plugins.torchattacks_adapter" in sys.modules
+    assert "benchlab_plugins.captum_adapter" not in sys.modules
+    assert "captum.Saliency" in registry.names("explainer")  # listing loads every plugin
 
 
 # -- repairs -------------------------------------------------------------------------------
