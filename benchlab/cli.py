@@ -124,9 +124,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = _load(args.suite, args.set)
         out = _claim(Path(args.out)) if args.out else _claim_new(default_output_dir(suite))
     resume_hint = f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " ")
+    executor = None
+    if args.executor == "dask":
+        from benchlab.executors.dask import DaskExecutor
+
+        executor = DaskExecutor.factory(args.device, scheduler=args.scheduler,
+                                        workers=args.workers)
+    elif args.scheduler or args.workers:
+        raise _UsageError("--scheduler and --workers apply to --executor dask only")
     try:
         outcome = run_suite(suite, _registry(), out, device=args.device,
-                            resume=bool(args.resume))
+                            resume=bool(args.resume), executor=executor)
     except ValueError as exc:
         if isinstance(exc, SuiteError):
             raise
@@ -326,6 +334,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchlab import __version__
 
@@ -359,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: CUDA when available (default); cpu forces the CPU")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local: in this process (default); dask: on a Dask cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --executor dask: a running cluster's scheduler "
+                        "(tcp://host:8786); default: start a LocalCluster here")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="with --executor dask and no --scheduler: worker processes of the "
+                        "LocalCluster, one thread each (default: one per core)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="redraw tables and plots of a run from results.csv")

@@ -28,8 +28,11 @@ def cpu_name() -> str:
     return cpu
 
 
-def environment(device: torch.device, suite: Suite, registry: Registry) -> dict[str, Any]:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+def environment(device: torch.device | str, suite: Suite, registry: Registry
+                ) -> dict[str, Any]:
+    """What this process runs with; ``device`` as a name when it is resolved elsewhere."""
+    on_cuda = isinstance(device, torch.device) and device.type == "cuda"
+    gpu = torch.cuda.get_device_name(device) if on_cuda else None
     return {
         "benchlab": benchlab.__version__,
         "torch": torch.__version__,

@@ -285,6 +285,12 @@ def build_registry(plugins: Iterable[tuple[str, object, Provenance]] = (),
     return registry
 
 
+def _is_entry_point(target: Any) -> bool:
+    """By class name too: a process may hold two EntryPoint classes (a Dask worker does)."""
+    return isinstance(target, importlib.metadata.EntryPoint) or (
+        type(target).__name__ == "EntryPoint" and callable(getattr(target, "load", None)))
+
+
 def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
           strict: bool) -> None:
     """Import ``candidates`` and call their hooks, adding what they register."""
@@ -297,7 +303,7 @@ def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
         registry.failures.append(PluginFailure(name, dist, error))
 
     for name, target, provenance in candidates:
-        if isinstance(target, importlib.metadata.EntryPoint):
+        if _is_entry_point(target):
             try:
                 target = target.load()
             except MissingLibrary as exc:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from benchlab.cache import ModelCache, code_version, model_key
 from benchlab.data import data_root
 from benchlab.environment import environment
-from benchlab.execute import JobResult, split_records, train_rows
+from benchlab.execute import THREADS_PER_RUN, JobResult, split_records, train_rows
 from benchlab.executors import Done, Executor, Task
 from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
@@ -57,8 +57,12 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def identity(job: Job, registry: Registry) -> dict[str, Any]:
+def identity(job: Job, registry: Registry, device_type: str = "cpu") -> dict[str, Any]:
     """Everything a train job's weights depend on: the model cache's key material.
+
+    Beyond the configuration and seed: the code, torch's version, the kind of device
+    and, on a CPU, the intra-op threads a run computes with (fixed, so that where
+    and beside what a run was scheduled does not matter).
 
     The learning-curve keys do not change the weights, but a cache entry holds the
     curve it was trained with, so they count when a curve is recorded; without one
@@ -67,9 +71,13 @@ def identity(job: Job, registry: Registry) -> dict[str, Any]:
     skip = {"test_batch_size"} | ({"eval_every", "eval_size"}
                                   if job.train.get("eval_every") is None else set())
     train = {k: v for k, v in job.train.items() if k not in skip}
+    compute: dict[str, Any] = {"device": device_type, "torch": torch.__version__}
+    if device_type == "cpu":
+        compute["threads_per_run"] = THREADS_PER_RUN
     return {"model": job.model.name, "params": job.model.params,
             "dataset": job.dataset, "train": train, "seed": job.seed,
-            "code": code_version(registry.get("model", job.model.name))}
+            "code": code_version(registry.get("model", job.model.name)),
+            "compute": compute}
 
 
 def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = "auto",
@@ -80,14 +88,38 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
 
     ``executor(registry=, device=, root=, on_epoch=)`` makes the executor the jobs
     run on (default: :class:`~benchlab.executors.local.LocalExecutor`, in this process).
+    Another executor resolves ``device`` where it runs the jobs.
     """
-    dev = resolve_device(device)
-    out_dir = Path(out_dir)
+    dev = resolve_device(device) if executor is None else device
+    if executor is None:
+        from benchlab.executors.local import LocalExecutor
+
+        executor = LocalExecutor
+    bar = tqdm(total=0, unit="step", desc=suite.name, disable=None, file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        # first: a cluster that cannot be reached leaves no run directory behind
+        ex = executor(registry=registry, device=dev, root=data_root(),
+                      on_epoch=lambda job_id, record: bar.update(1))
+    except BaseException:
+        bar.close()
+        raise
+    try:
+        return _run(suite, registry, Path(out_dir), dev, resume, cache or ModelCache(), log,
+                    ex, bar)
+    finally:
+        ex.close()
+        bar.close()
+
+
+def _run(suite: Suite, registry: Registry, out_dir: Path, dev: torch.device | str,
+         resume: bool, cache: ModelCache, log: Callable[[str], None], ex: Executor,
+         bar: Any) -> Outcome:
     out_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(out_dir)
     atomic_write_text(out_dir / "suite.yaml", suite.to_yaml())
     env_path = out_dir / "environment.json"
-    env = environment(dev, suite, registry)
+    env = {**environment(dev, suite, registry), **ex.describe()}
     if resume and env_path.exists():
         previous = json.loads(env_path.read_text())
         env = {**previous, "resumed": [*previous.get("resumed", []), env["started"]]}
@@ -101,7 +133,7 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         for job_id, problem in damaged.items():
             log(f"damaged job {job_id}: {problem}; running it again")
             store.forget(job_id)
-        done = _with_models(jobs, done, cache, registry, log)
+        done = _with_models(jobs, done, cache, registry, log, ex.device_type)
     else:
         for job in jobs:
             store.forget(job.id)
@@ -112,21 +144,12 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         log(f"warning: plugin {failure.plugin} ({failure.distribution}) was not loaded: "
             f"{failure.error}")
     pending = [job for job in jobs if job.id not in done]
-    units = sum(int(j.train["epochs"]) if j.kind == "train" else 1 for j in pending)
-    bar = tqdm(total=units, unit="step", desc=suite.name, disable=None, file=sys.stderr,
-               dynamic_ncols=True)
-    if executor is None:
-        from benchlab.executors.local import LocalExecutor
-
-        executor = LocalExecutor
-    runner = _Scheduler(jobs, done, store, cache, registry, bar)
-    ex = executor(registry=registry, device=dev, root=data_root(),
-                  on_epoch=lambda job_id, record: bar.update(1))
+    bar.total = sum(int(j.train["epochs"]) if j.kind == "train" else 1 for j in pending)
+    bar.refresh()
+    runner = _Scheduler(jobs, done, store, cache, registry, bar, ex.device_type)
     try:
         runner.run(ex)
     finally:
-        ex.close()
-        bar.close()
         store.write_results(runner.order)
     return Outcome(out_dir, ran=runner.ran, skipped=[j.id for j in jobs if j.id in done],
                    failed=runner.failed)
@@ -145,14 +168,14 @@ def expected_state(job: Job, registry: Registry) -> dict[str, torch.Tensor]:
 
 
 def _with_models(jobs: list[Job], done: set[str], cache: ModelCache, registry: Registry,
-                 log: Callable[[str], None]) -> set[str]:
+                 log: Callable[[str], None], device_type: str = "cpu") -> set[str]:
     """``done`` less the finished train jobs whose model left the cache (or was damaged)
     while jobs still to run need it: those train again, with the same seed."""
     needed = {dep for job in jobs if job.id not in done for dep in job.deps}
     done = set(done)
     for job in jobs:
         if job.kind == "train" and job.id in done and job.id in needed:
-            key = model_key(identity(job, registry))
+            key = model_key(identity(job, registry, device_type))
             if cache.load(key, like=expected_state(job, registry)) is None:
                 log(f"{job.id}: its trained model is not in the model cache {cache.root}; "
                     "training it again")
@@ -164,11 +187,12 @@ class _Scheduler:
     """Which jobs are ready, what they are given, and where their results are written."""
 
     def __init__(self, jobs: list[Job], done: set[str], store: RunStore, cache: ModelCache,
-                 registry: Registry, bar: Any):
+                 registry: Registry, bar: Any, device_type: str):
         self.jobs = {job.id: job for job in jobs}
         self.order = [job.id for job in jobs]
         self.rank = {job_id: i for i, job_id in enumerate(self.order)}
         self.store, self.cache, self.registry, self.bar = store, cache, registry, bar
+        self.device_type = device_type
         self.resolved: dict[str, bool] = {job_id: True for job_id in done}  # id -> ok
         self.ran: list[str] = []
         self.failed: dict[str, str] = {}
@@ -193,6 +217,8 @@ class _Scheduler:
         self._submit_ready(ex)
         while ex.pending():
             finished = ex.next_done()
+            if finished.resubmitted:
+                continue
             self._collect(finished, ex)
             self._submit_ready(ex)
 
@@ -243,6 +269,10 @@ class _Scheduler:
         return self.rank[job.id]
 
     # -- inputs and products ---------------------------------------------------
+    def _key(self, job: Job) -> str:
+        """Where the trained model of ``job`` lives in the model cache."""
+        return model_key(identity(job, self.registry, self.device_type))
+
     def _inputs(self, job: Job, ex: Executor) -> dict[str, Any]:
         train_id = job.deps[0]
         if train_id not in self.shared:
@@ -269,7 +299,7 @@ class _Scheduler:
         return inputs
 
     def _cached(self, job: Job) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]] | None:
-        return self.cache.load(model_key(identity(job, self.registry)),
+        return self.cache.load(self._key(job),
                                like=expected_state(job, self.registry))
 
     def _collect(self, finished: Done, ex: Executor) -> None:
@@ -282,7 +312,7 @@ class _Scheduler:
             job = self.jobs[result.job_id]
             if result.ok and job.kind == "train":
                 assert result.product is not None
-                ident = identity(job, self.registry)
+                ident = identity(job, self.registry, self.device_type)
                 self.cache.save(model_key(ident), result.product["state_dict"],
                                 result.product["epochs"], ident)
                 if not ex.streams_epochs:
@@ -303,18 +333,45 @@ class _Scheduler:
     def _finish(self, job: Job, result: JobResult, traceback: str = "") -> None:
         status = "ok" if result.ok else "failed"
         message = result.error or ""
-        where = ""
+        log_note = ""
         if traceback:
             log = self.store.save_log(job.id, f"{job.id}: {message}\n\n{traceback}")
-            where = f" (traceback: {log})"
-        self.store.save_job(JobRecord(job.id, job.kind, status, message, round(result.seconds, 3)),
+            log_note = f" (traceback: {log})"
+        where = _where(result.where)
+        self.store.save_job(JobRecord(job.id, job.kind, status, message,
+                                      round(result.seconds, 3), where),
                             result.rows if result.ok else [])
         self.resolved[job.id] = result.ok
         if result.ok:
             self.ran.append(job.id)
         else:
             self.failed[job.id] = message
-            self.bar.write(f"FAILED {job.id}: {message}{where}", file=sys.stderr)
+            self.bar.write(f"FAILED {job.id}: {message}{log_note}", file=sys.stderr)
+        if self.bar.disable and result.ok and result.where:
+            # no progress bar (stderr is a file or a pipe): one line per finished job
+            print(f"done {job.id} on {where}: {_headline(result.rows)} "
+                  f"in {result.seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+def _where(where: dict[str, str]) -> str:
+    if not where:
+        return ""
+    return (f"{where.get('worker', 'local')} on {where.get('host', '?')} "
+            f"(pid {where.get('pid', '?')}), {where.get('device', '?')}")
+
+
+_HEADLINE = ("test_acc", "accuracy", "cam_similarity")
+
+
+def _headline(rows: list[dict[str, Any]]) -> str:
+    """A job's headline number: its last test accuracy, attacked accuracy or similarity."""
+    for metric in _HEADLINE:
+        values = [r for r in rows if r["metric"] == metric]
+        if values:
+            last = values[-1]
+            at = f" at eps {last['eps']:g}" if last.get("eps") else ""
+            return f"{metric} {last['value']:.4f}{at}"
+    return f"{len(rows)} rows"
 
 
 class _MissingInput(Exception):

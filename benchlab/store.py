@@ -57,6 +57,7 @@ class JobRecord:
     status: str  # "ok" or "failed"
     message: str
     seconds: float
+    where: str = ""  # the worker, host and device it ran on
 
 
 _READ = {"dtype": {"attack": str, "explainer": str}}

@@ -176,7 +176,8 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
                config: TrainConfig, seeds: Sequence[int],
                device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
                *, pack: int | None = None,
-               curve_split: DatasetSplit | None = None) -> list[RunResult]:
+               curve_split: DatasetSplit | None = None,
+               threads: int | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
@@ -188,7 +189,10 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
 
     The same seeds give the same results on the same machine. A run trained in a
     pack computes with one intra-op thread instead of all of them, which changes
-    results by floating-point rounding only.
+    results by floating-point rounding only. ``threads`` (CPU) fixes every run's
+    intra-op threads, alone or in a pack, so that its result does not depend on
+    how it was packed: with ``threads=1`` a run alone, a run in a pack and a run in
+    a single-threaded worker process give identical results.
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
@@ -214,10 +218,12 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
         if len(indices) == 1:
             i = indices[0]
             emit = functools.partial(on_epoch or _ignore, i)
-            results[i] = _train_run(models[i], seeds[i], data, config, device, emit, pack=1)
+            with _intra_op_threads(threads if device.type == "cpu" else None):
+                results[i] = _train_run(models[i], seeds[i], data, config, device, emit,
+                                        pack=1)
         else:
             for i, result in _train_concurrently(models, seeds, data, config, device,
-                                                 on_epoch).items():
+                                                 on_epoch, threads).items():
                 results[i] = result
     return [r for r in results if r is not None]
 
@@ -424,15 +430,15 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
 # -- packs of runs ------------------------------------------------------------------
 
 def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: _Data,
-                        config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None
-                        ) -> dict[int, RunResult]:
+                        config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None,
+                        threads: int | None = None) -> dict[int, RunResult]:
     """Train ``models`` (run index -> model) at the same time, one thread and core each.
 
     Worker threads hand their epoch records to this thread, which calls
     ``on_epoch``; if anything fails, the other runs stop at their next step.
     """
     total_threads = torch.get_num_threads()
-    intra = max(1, total_threads // len(models))
+    intra = threads or max(1, total_threads // len(models))
     records: queue.SimpleQueue[tuple[int, EpochRecord]] = queue.SimpleQueue()
     cancel = threading.Event()
 
@@ -465,6 +471,20 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                 raise
     finally:
         torch.set_num_threads(total_threads)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Compute with ``threads`` intra-op threads inside (None: leave them as they are)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- randomness -----------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Done:
     error: str | None = None
     seconds: float = 0.0
     traceback: str = ""  # of the failure, for the job's log file
+    resubmitted: bool = False  # not finished: the executor runs it again
 
 
 class Executor(Protocol):
@@ -55,6 +56,8 @@ class Executor(Protocol):
 
     #: whether ``on_epoch`` is called as epochs finish (else only with the result)
     streams_epochs: bool
+    #: the kind of device train jobs run on ("cpu", "cuda"): part of a model's identity
+    device_type: str
 
     def pack_size(self, job: Job) -> int:
         """How many runs of ``job``'s configuration to train in one task."""
@@ -71,6 +74,9 @@ class Executor(Protocol):
         """Block until a submitted task has finished; raise LookupError if none is pending."""
 
     def pending(self) -> int: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where the jobs run, for environment.json."""
 
     def close(self) -> None:
         """Stop everything still running or queued, and let go of resources."""

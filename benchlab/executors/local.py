@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from benchlab import guards, training
-from benchlab.execute import Workspace, train_config
+from benchlab.execute import THREADS_PER_RUN, Workspace, train_config
 from benchlab.executors import Done, Task, run_task
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
@@ -24,11 +24,14 @@ class LocalExecutor:
     def __init__(self, registry: Registry, device: torch.device, root: Path,
                  on_epoch: Callable[[str, dict[str, float]], None] | None = None):
         self.workspace = Workspace(registry, device, root)
+        self.device_type = self.workspace.device.type
         self.on_epoch = on_epoch
         self._queue: deque[Task] = deque()
 
     def pack_size(self, job: Job) -> int:
-        return max(1, training.pack_size(train_config(job), self.workspace.device))
+        # one run per core, each with THREADS_PER_RUN intra-op threads
+        return max(1, training.pack_size(train_config(job), self.workspace.device)
+                   // THREADS_PER_RUN)
 
     def share(self, name: str, value: Any) -> Any:
         return value
@@ -38,6 +41,9 @@ class LocalExecutor:
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": "local"}
 
     def pending(self) -> int:
         return len(self._queue)

@@ -1,0 +1,279 @@
+"""The Dask executor: tasks run on the workers of a Dask distributed cluster.
+
+A ``LocalCluster`` of worker processes on this machine, or any running cluster
+reached through its scheduler's address (``dask scheduler`` + ``dask worker``,
+``dask-jobqueue`` on Slurm/PBS/SGE, the Kubernetes operator). Workers run the job
+functions of :mod:`benchlab.execute` with their own plugin registry and data root;
+weights travel to them (scattered once per model) and rows and products travel
+back, so the workers need no filesystem shared with this process.
+
+A worker process that dies while running a task is replaced and its task
+rescheduled by Dask, up to ``distributed.scheduler.allowed-failures`` times; after
+that the task's jobs fail with a message that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import device as torch_device
+
+from benchlab import guards
+from benchlab.execute import JobResult, Workspace
+from benchlab.executors import Done, Task, run_task
+from benchlab.jobs import Job
+
+INSTALL_HINT = "--executor dask needs Dask distributed: pip install 'benchlab[dask]'"
+EPOCH_TOPIC = "benchlab-epoch"
+
+
+class ExecutorError(ValueError):
+    """The cluster cannot be used (not installed, not reachable): one line, exit status 2."""
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ExecutorError(INSTALL_HINT) from None
+    return distributed
+
+
+class DaskExecutor:
+    """Run tasks on a Dask cluster; the calling process stays the only writer of results.
+
+    ``scheduler``: address of a running cluster's scheduler; without it a
+    ``LocalCluster`` of ``workers`` processes (default: one per core) with one
+    thread each is started here and shut down by :meth:`close`. ``retries``: how
+    many times a task whose worker died is rescheduled (LocalCluster only; a
+    running cluster's scheduler has its own setting).
+    """
+
+    streams_epochs = True
+
+    def __init__(self, device: str = "auto", *, scheduler: str | None = None,
+                 workers: int | None = None, retries: int = 2,
+                 on_epoch: Callable[[str, dict[str, float]], None] | None = None):
+        distributed = _distributed()
+        import dask
+        from dask.utils import parse_timedelta
+
+        self.device = device
+        self.retries = retries
+        self._cluster = None
+        if scheduler:
+            # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT), 30 s by default
+            timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
+            where: dict[str, Any] = {"address": scheduler}
+            if Path(scheduler).is_file():  # written by dask scheduler --scheduler-file
+                where = {"scheduler_file": scheduler}
+            else:
+                try:
+                    distributed.comm.resolve_address(scheduler)
+                except (OSError, ValueError) as exc:
+                    raise ExecutorError(f"--scheduler {scheduler}: not a reachable address "
+                                        f"({exc})") from None
+            try:
+                self.client = distributed.Client(**where, timeout=timeout,
+                                                 set_as_default=False)
+            except (OSError, TimeoutError, ValueError, KeyError) as exc:
+                raise ExecutorError(f"--scheduler {scheduler}: no Dask scheduler reachable "
+                                    f"there within {timeout:g} s ({type(exc).__name__})"
+                                    ) from None
+        else:
+            gpus = _cuda_devices() if device in ("auto", "cuda") else 0
+            n = workers or gpus or os.cpu_count() or 1
+            # Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, which makes
+            # glibc hand freed activations back every step: training pays the page faults
+            environ = {k: v for k, v in
+                       dask.config.get("distributed.nanny.pre-spawn-environ").items()
+                       if k != "MALLOC_TRIM_THRESHOLD_"}
+            with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                                  "distributed.nanny.pre-spawn-environ": environ}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=40,
+                    resources={"GPU": 1} if gpus else None)
+            self.client = distributed.Client(self._cluster, set_as_default=False)
+        self._as_completed = distributed.as_completed(loop=self.client.loop)
+        self._tasks: dict[Any, Task] = {}
+        self._shared: dict[str, Any] = {}
+        self._values: dict[str, Any] = {}
+        self._resubmitted: dict[str, int] = {}
+        self._started: dict[Any, float] = {}
+        self._gpu = self._wants_gpu()
+        self.device_type = "cuda" if self._gpu or device == "cuda" else "cpu"
+        if on_epoch is not None:
+            self.client.subscribe_topic(
+                EPOCH_TOPIC, lambda event: on_epoch(event[1]["job"], event[1]["record"]))
+        else:
+            self.streams_epochs = False
+
+    @classmethod
+    def factory(cls, device: str = "auto", **options: Any) -> Callable[..., DaskExecutor]:
+        """What :func:`benchlab.runner.run_suite` takes as its ``executor``."""
+        def make(*, on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+                 **_: Any) -> DaskExecutor:
+            return cls(device, on_epoch=on_epoch, **options)
+        return make
+
+    def _wants_gpu(self) -> bool:
+        """Train and attack tasks ask for a GPU when the device will be CUDA."""
+        if self.device not in ("auto", "cuda"):
+            return False
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        has_gpu = any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)
+        if self.device == "cuda" and not has_gpu:
+            self.close()
+            raise ExecutorError("--device cuda: no worker of the cluster advertises a GPU "
+                                "(start workers with: dask worker ... --resources GPU=1)")
+        return has_gpu
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return self.client.scheduler_info(n_workers=-1)["workers"]
+
+    def pack_size(self, job: Job) -> int:
+        # One run per worker thread, as the trainer packs one run per core.
+        threads = [w.get("nthreads", 1) for w in self.workers().values()]
+        return max(1, min(threads, default=1))
+
+    def share(self, name: str, value: Any) -> Any:
+        if name not in self._shared:
+            # a list, so that the dict of tensors travels as one piece
+            (self._shared[name],) = self.client.scatter([value], hash=False)
+            self._values[name] = value
+        return self._shared[name]
+
+    def release(self, name: str) -> None:
+        future = self._shared.pop(name, None)
+        self._values.pop(name, None)
+        if future is not None:
+            future.release()
+
+    def _reshare_lost(self, task: Task) -> Task | None:
+        """``task`` with its lost shared inputs scattered again, or None if none was lost.
+
+        Scattered data lives on one worker only; when that worker dies, it is gone.
+        """
+        inputs = dict(task.inputs)
+        lost = False
+        for key, value in task.inputs.items():
+            name = next((n for n, f in self._shared.items() if f is value), None)
+            if name is not None and value.status != "finished":
+                self._shared.pop(name)
+                inputs[key] = self.share(name, self._values.pop(name))
+                lost = True
+        return Task(task.kind, task.jobs, inputs, task.priority) if lost else None
+
+    def submit(self, task: Task) -> None:
+        resources = {"GPU": 1} if self._gpu and task.kind in ("train", "attack") else None
+        future = self.client.submit(
+            execute_on_worker, task.kind, [job.to_dict() for job in task.jobs], task.inputs,
+            self.device, key=f"{task.key}-{uuid.uuid4().hex[:8]}", resources=resources,
+            priority=-task.priority, pure=False)
+        self._tasks[future] = task
+        self._started[future] = time.perf_counter()
+        self._as_completed.add(future)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.client.scheduler_info(n_workers=-1)
+        return {"executor": "dask", "scheduler": info.get("address"),
+                "workers": {address: {"host": w.get("host"), "nthreads": w.get("nthreads"),
+                                      "resources": w.get("resources", {})}
+                            for address, w in info["workers"].items()}}
+
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def next_done(self) -> Done:
+        if not self._tasks:
+            raise LookupError("no task is pending")
+        distributed = _distributed()
+        future = next(self._as_completed)
+        task = self._tasks.pop(future)
+        seconds = time.perf_counter() - self._started.pop(future)
+        try:
+            results: list[JobResult] = future.result()
+        except guards.ComponentError as exc:
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            return Done(task, error=str(exc), seconds=seconds, traceback=trace)
+        except distributed.KilledWorker as exc:
+            return Done(task, error=f"the worker running it died, as did the workers it was "
+                                    f"retried on ({exc})", seconds=seconds)
+        except Exception as exc:
+            again = self._reshare_lost(task)
+            if again is None or self._resubmitted.get(task.key, 0) >= self.retries:
+                raise
+            self._resubmitted[task.key] = self._resubmitted.get(task.key, 0) + 1
+            self.submit(again)
+            return Done(task, resubmitted=True, error=f"resubmitted ({type(exc).__name__})")
+        finally:
+            future.release()
+        return Done(task, results)
+
+    def close(self) -> None:
+        futures = list(self._tasks)
+        self._tasks.clear()
+        try:
+            if futures:
+                self.client.cancel(futures, force=True)
+            for future in self._shared.values():
+                future.release()
+            self._shared.clear()
+        finally:
+            self.client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+# --------------------------------------------------------------------------- on the worker
+
+_WORKSPACES: dict[str, Workspace] = {}
+
+
+def _workspace(device: str) -> Workspace:
+    """This worker process's workspace: its plugins, its device, its data root."""
+    if device not in _WORKSPACES:
+        from benchlab.data import data_root
+        from benchlab.plugins import default_registry
+        from benchlab.runner import resolve_device
+
+        resolved = resolve_device(device)
+        if resolved.type == "cuda" and resolved.index is None:
+            # the workers of a LocalCluster share this machine's GPUs: worker i takes GPU i
+            from distributed import get_worker
+
+            name = get_worker().name
+            if isinstance(name, int) and _cuda_devices() > 1:
+                resolved = torch_device(f"cuda:{name % _cuda_devices()}")
+        _WORKSPACES[device] = Workspace(default_registry(), resolved, data_root())
+    return _WORKSPACES[device]
+
+
+def execute_on_worker(kind: str, jobs: list[dict[str, Any]], inputs: dict[str, Any],
+                      device: str) -> list[JobResult]:
+    """Run one task on the worker this is called on (the task as plain data)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def on_epoch(job_id: str, record: dict[str, float]) -> None:
+        worker.log_event(EPOCH_TOPIC, {"job": job_id, "record": record})
+
+    task = Task(kind, tuple(Job.from_dict(j) for j in jobs), inputs)  # type: ignore[arg-type]
+    results = run_task(task, _workspace(device), on_epoch)
+    for result in results:
+        result.where["worker"] = worker.address
+    return results

@@ -1,0 +1,179 @@
+"""The Dask executor on a real LocalCluster (2 worker processes, 1 thread each) and real MNIST.
+
+The cluster is started once for the module; every run connects to it through its
+scheduler address, as a run on a remote cluster would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchlab import runner
+from benchlab.cache import ModelCache
+from benchlab.plugins import default_registry
+from benchlab.suite import load_suite
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"epoch_time_s", "images_per_s", "attack_time_s", "explain_images_per_s"}
+# 2 seeds of one model, one attack, one explainer: every kind of job and a dependency chain
+SMALL = ["dataset.train_size=1000", "dataset.test_size=300", "train.epochs=1", "train.runs=2",
+         "models=[{name: cnn}]", "attacks=[{name: fgsm, eps: [0.1, 0.3]}]",
+         "evaluate.test_size=200", "evaluate.explain_size=50", "evaluate.count=5"]
+
+
+def _suite(*extra: str):
+    return load_suite(str(ROOT / "suites" / "fgsm_gradcam.yaml"), default_registry(),
+                      [*SMALL, *extra])
+
+
+def _measurements(out: Path) -> pd.DataFrame:
+    frame = pd.read_csv(out / "results.csv")
+    frame = frame[~frame["metric"].isin(TIMING)]
+    return frame.sort_values(list(frame.columns[:-1]), na_position="first").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 2}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None, silence_logs=50) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    outcome = runner.run_suite(_suite(), default_registry(), out, device="cpu",
+                               cache=ModelCache(out / "cache"), log=lambda s: None)
+    assert not outcome.failed
+    return out
+
+
+def _dask(cluster):
+    from benchlab.executors.dask import DaskExecutor
+
+    return DaskExecutor.factory("cpu", scheduler=cluster.scheduler_address)
+
+
+@pytest.mark.suite
+def test_dask_run_gives_the_local_results(tmp_path, cluster, local_reference):
+    out = tmp_path / "dask"
+    env = {**os.environ, "BENCHLAB_CACHE": str(tmp_path / "cache")}
+    args = [f"--set={s}" for s in SMALL]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchlab.cli", "run", "suites/fgsm_gradcam.yaml", *args,
+         "--device", "cpu", "--out", str(out), "--executor", "dask",
+         "--scheduler", cluster.scheduler_address],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(_measurements(out), _measurements(local_reference))
+    jobs = pd.read_csv(out / "jobs.csv")
+    workers = set(cluster.scheduler_info["workers"])
+    ran_on = {where.split(" ")[0] for where in jobs["where"]}
+    assert ran_on <= workers and len(jobs) == 6
+    # stderr is a pipe: one line per finished job instead of a progress bar
+    assert sum(line.startswith("done ") for line in result.stderr.splitlines()) == 6
+    # the client wrote the model cache: a second run trains nothing
+    again = runner.run_suite(_suite(), default_registry(), tmp_path / "again", device="cpu",
+                             cache=ModelCache(tmp_path / "cache"), log=lambda s: None)
+    assert not again.failed
+    train = pd.read_csv(tmp_path / "again" / "jobs.csv").query("kind == 'train'")
+    assert (train["where"].isna() | (train["where"] == "")).all()  # served by the cache
+
+
+@pytest.mark.suite
+def test_a_worker_killed_mid_job_loses_nothing(tmp_path, cluster, local_reference):
+    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    killed: list[str] = []
+
+    def kill_a_training_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for address, keys in client.processing().items():
+                if any(str(k).startswith("train-") for k in keys):
+                    time.sleep(1.0)  # well into the epoch
+                    pid = client.run(os.getpid, workers=[address])[address]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(address)
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_training_worker, daemon=True)
+    killer.start()
+    try:
+        outcome = runner.run_suite(_suite(), default_registry(), tmp_path / "out",
+                                   device="cpu", cache=ModelCache(tmp_path / "cache"),
+                                   log=lambda s: None, executor=_dask(cluster))
+    finally:
+        killer.join(timeout=5)
+    assert killed, "no training task was seen running"
+    assert not outcome.failed and len(outcome.ran) == 6
+    pd.testing.assert_frame_equal(_measurements(tmp_path / "out"), _measurements(local_reference))
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+    client.close()
+
+
+@pytest.mark.suite
+def test_a_run_alone_gives_what_it_gives_in_a_pack(tmp_path, local_reference):
+    """Seed 1 trained alone (runs=1) equals seed 1 trained in a pack of two (runs=2),
+    which the test above pins equal to seed 1 trained on a worker."""
+    alone = runner.run_suite(_suite("train.runs=1"), default_registry(), tmp_path / "alone",
+                             device="cpu", cache=ModelCache(tmp_path / "cache"),
+                             log=lambda s: None)
+    assert not alone.failed
+    packed = _measurements(local_reference)
+    packed = packed[packed["run"] == 0].reset_index(drop=True)
+    one = _measurements(tmp_path / "alone")
+    assert len(one) > 0 and set(one["metric"]) >= {"test_acc", "accuracy", "cam_similarity"}
+    pd.testing.assert_frame_equal(one, packed)
+
+
+def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchlab.cli", "run", "suites/bn_vs_plain.yaml",
+         "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "benchlab: --scheduler tcp://127.0.0.1:9: no Dask scheduler reachable there within "
+        "2 s (OSError)"]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "o" / "suite.yaml").exists()  # nothing of a run was written
+
+
+def test_a_scheduler_file_is_read_and_cuda_without_a_gpu_worker_is_refused(tmp_path, cluster):
+    from benchlab.executors.dask import DaskExecutor, ExecutorError
+
+    file = tmp_path / "scheduler.json"
+    file.write_text(f'{{"address": "{cluster.scheduler_address}", "type": "Scheduler"}}')
+    executor = DaskExecutor("cpu", scheduler=str(file))
+    try:
+        assert set(executor.describe()["workers"]) == set(cluster.scheduler_info["workers"])
+        assert executor.device_type == "cpu"
+    finally:
+        executor.close()
+    with pytest.raises(ExecutorError, match="no worker of the cluster advertises a GPU"):
+        DaskExecutor("cuda", scheduler=cluster.scheduler_address)
+
+
+def test_without_dask_the_executor_says_what_to_install(monkeypatch):
+    from benchlab.executors import dask as dask_executor
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(dask_executor.ExecutorError, match=r"pip install 'benchlab\[dask\]'"):
+        dask_executor.DaskExecutor("cpu")
