@@ -1,9 +1,10 @@
-"""The clean-versus-adversarial Grad-CAM grid figure.
+"""The clean-versus-adversarial explanation grid figure.
 
 Columns are distinct base digits; the first row shows the clean images, each further
 row the same images attacked with one epsilon. Every cell shows the grayscale image
-under its Grad-CAM heat map and is captioned "prediction (confidence%)"; a caption is
-red where the prediction differs from the clean one in the same column.
+under the explainer's heat map and is captioned "prediction (confidence%)"; given the
+true labels, the top caption starts with the label and a caption is red where the
+prediction is wrong, otherwise red where it differs from the clean one.
 
 The figure is drawn on its own Agg canvas (no pyplot, so no global figure registry
 and nothing left open) at a fixed size, so the PNG's pixel size follows from the
@@ -65,13 +66,18 @@ def _as_array(cell: torch.Tensor) -> np.ndarray:
 
 def draw_grid(images: torch.Tensor, cams: torch.Tensor | None, preds: torch.Tensor,
               confidences: torch.Tensor, row_labels: Sequence[str], title: str,
-              path: Path) -> Path:
+              path: Path, labels: torch.Tensor | None = None) -> Path:
     """Draw the grid and save it as a PNG at ``path``; returns ``path``.
 
     ``images`` is (R, C, 1, H, W) or (R, C, H, W) in [0, 1]; ``cams`` (R, C, H, W) in
     [0, 1] or None for no overlay; ``preds`` and ``confidences`` (R, C), confidences
     as probabilities in [0, 1]; one entry of ``row_labels`` per row (e.g. "clean",
-    "eps=0.1").
+    "eps=0.1"); ``labels`` (C,), the true label of each column, or None.
+
+    With ``labels``, the top caption of a column starts with the true label and a
+    caption is red where the prediction is wrong (so a clean image that is already
+    misclassified shows as such); without, red marks a prediction that differs from
+    the clean one in the same column.
     """
     if images.dim() not in (4, 5):
         raise ValueError(f"images must be (R, C, H, W) or (R, C, 1, H, W), "
@@ -94,6 +100,10 @@ def draw_grid(images: torch.Tensor, cams: torch.Tensor | None, preds: torch.Tens
     axes = figure.subplots(rows, cols, squeeze=False)
     figure.suptitle(title)
     preds = preds.detach().cpu()
+    if labels is not None:
+        labels = labels.detach().cpu().flatten()
+        if labels.numel() != cols:
+            raise ValueError(f"labels must have {cols} entries, got {labels.numel()}")
     confidences = confidences.detach().cpu()
     for r in range(rows):
         for c in range(cols):
@@ -102,9 +112,14 @@ def draw_grid(images: torch.Tensor, cams: torch.Tensor | None, preds: torch.Tens
             if cams is not None:
                 ax.imshow(_as_array(cams[r, c]), cmap=CAM_COLORMAP,
                           alpha=CAM_ALPHA, vmin=0.0, vmax=1.0)
-            flipped = bool(preds[r, c] != preds[0, c])
-            ax.set_title(f"{int(preds[r, c])} ({100 * float(confidences[r, c]):.0f}%)",
-                         fontsize=9, color="red" if flipped else "black")
+            caption = f"{int(preds[r, c])} ({100 * float(confidences[r, c]):.0f}%)"
+            if labels is None:
+                red = bool(preds[r, c] != preds[0, c])
+            else:
+                red = bool(preds[r, c] != labels[c])
+                if r == 0:
+                    caption = f"label {int(labels[c])}\n{caption}"
+            ax.set_title(caption, fontsize=9, color="red" if red else "black")
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():

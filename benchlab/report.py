@@ -391,18 +391,47 @@ def _eval_set(suite: dict, curve: bool = True) -> str:
 # --------------------------------------------------------------------------- robustness
 
 
+_NORM_BY_P = {math.inf: "linf", 2.0: "l2", 1.0: "l1", 0.0: "l0"}
+_NORM_LABEL = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
+
+
+def _threats(rows: pd.DataFrame) -> dict[str, tuple[str, bool]]:
+    """attack -> (norm, minimum-norm?), from its norm_p and minimum_norm rows; an L∞
+    ball for runs recorded before attacks declared what they bound."""
+    threats = {}
+    for attack, sub in rows.groupby("attack"):
+        p = sub[sub["metric"] == "norm_p"]["value"]
+        minimum = sub[sub["metric"] == "minimum_norm"]["value"]
+        norm = _NORM_BY_P.get(float(p.iloc[0]), "linf") if len(p) else "linf"
+        threats[str(attack)] = (norm, bool(len(minimum) and minimum.iloc[0] > 0))
+    return threats
+
+
+def _rate(values: pd.Series) -> str:
+    """Images per second, mean over jobs, with enough digits for a slow attack."""
+    if not len(values):
+        return "–"
+    rate = float(values.mean())
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
 def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
     rows = results[results["attack"].notna() & results["explainer"].isna()
                    & results["epoch"].isna()]
     if rows.empty:
         return []
     models, attacks = _ordered(rows["model"]), _ordered(rows["attack"])
-    table = []
+    threats = _threats(rows)
+    table, found = [], []
     for model in models:
         for attack in attacks:
             sub = rows[(rows["model"] == model) & (rows["attack"] == attack)]
+            if sub.empty:
+                continue
             per_eps = sub[sub["eps"].notna()]
-            speed = sub[sub["metric"] == "images_per_s"]["value"]
+            norm, minimum = threats[attack]
+            threat = f"minimum {_NORM_LABEL[norm]}" if minimum else f"{_NORM_LABEL[norm]} ball"
+            speed = _rate(sub[sub["metric"] == "images_per_s"]["value"])
             for eps in sorted(set(per_eps["eps"])):
                 cell = per_eps[per_eps["eps"] == eps]
 
@@ -412,41 +441,80 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
                     return stats.format_mean_std(stats.summarize(values), scale, digits) \
                         if values else "–"
 
-                table.append({"model": model, "attack": attack, "eps": f"{eps:g}",
+                table.append({"model": model, "attack": attack, "threat": threat,
+                              "eps": f"{eps:g}",
                               "accuracy (%)": fmt("accuracy", 100),
                               "success rate (%)": fmt("success_rate", 100),
                               "mean L∞": fmt("linf", 1, 3), "mean L2": fmt("l2", 1, 3),
-                              "attack images/s": f"{speed.mean():.0f}" if len(speed) else "–"})
+                              "attack images/s": speed})
+            if minimum:
+                def value(metric: str, sub: pd.DataFrame = sub) -> pd.Series:
+                    return sub[sub["metric"] == metric]["value"]
+
+                median = value("median_norm")
+                found.append({
+                    "model": model, "attack": attack, "norm": _NORM_LABEL[norm],
+                    "images attacked (n)": f"{value('attacked').sum():.0f}",
+                    "found (%)": stats.format_mean_std(
+                        stats.summarize(value("found_rate").tolist()), 100, 1),
+                    "median norm of successful perturbations":
+                        "– (none found)" if median.isna().all() else
+                        stats.format_mean_std(stats.summarize(median.dropna().tolist()), 1, 3),
+                    "runs": f"{len(median)}"})
     frame = pd.DataFrame(table)
     frame.to_csv(out / "robustness.csv", index=False)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    acc = rows[rows["metric"] == "accuracy"]
-    for model in models:
-        for attack in attacks:
-            sub = acc[(acc["model"] == model) & (acc["attack"] == attack)]
-            if sub.empty:
-                continue
-            g = sub.groupby("eps")["value"]
-            mean, std = g.mean() * 100, g.std().fillna(0) * 100
-            line, = ax.plot(mean.index, mean.values, marker="o", label=f"{model} · {attack}")
-            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.15,
-                            color=line.get_color())
-    ax.set_xlabel("ε (L∞, [0, 1] pixel scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy under attack")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "robustness.png", dpi=120)
-    plt.close(fig)
+    _plot_robustness(rows, models, attacks, threats, out / "robustness.png")
     n = int(rows["job"].nunique())
-    return ["## Robustness", "",
-            "Accuracy on the attacked test images (ε = 0: clean images); success rate: share "
-            "of the correctly classified images that the attack makes wrong; L∞/L2: mean "
-            "perturbation size per image; attack images/s: adversarial images made per second "
-            f"(every image at every ε counts once). {n} attack job(s).", "",
-            "![robustness](robustness.png)", "", _md_table(frame)]
+    md = ["## Robustness", "",
+          "Accuracy on the attacked test images (ε = 0: clean images); success rate: share "
+          "of the correctly classified images that the attack makes wrong; L∞/L2: mean "
+          "perturbation size per image; attack images/s: adversarial images made per second "
+          "(for an attack bounded by a ball every image at every ε counts once; a "
+          "minimum-norm attack makes one per image). An attack bounded by a ball is run "
+          "at each ε; for a minimum-norm attack an image counts as broken at ε when the "
+          "perturbation it found has norm ≤ ε, so its curve is derived from one run. "
+          f"{n} attack job(s).", "",
+          "![robustness](robustness.png)", "", _md_table(frame)]
+    if found:
+        md += ["### Minimum-norm attacks", "",
+               "Found: share of the correctly classified images for which the attack found "
+               "a perturbation that changes the prediction; median norm: over those "
+               "perturbations, in the attack's norm (mean ± std over runs).", "",
+               _md_table(pd.DataFrame(found))]
+    return md
+
+
+def _plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
+                     threats: dict[str, tuple[str, bool]], path: Path) -> None:
+    """One panel per norm (ε of different norms share no axis); minimum-norm attacks
+    dashed, their points derived from the norms the attack found."""
+    norms = [n for n in _NORM_LABEL if any(t[0] == n for t in threats.values())]
+    fig, axes = plt.subplots(1, len(norms), figsize=(6.5 * len(norms), 4.5), squeeze=False)
+    acc = rows[rows["metric"] == "accuracy"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, norm in zip(axes[0], norms):
+        for i, attack in enumerate(a for a in attacks if threats[a][0] == norm):
+            minimum = threats[attack][1]
+            for j, model in enumerate(models):
+                sub = acc[(acc["model"] == model) & (acc["attack"] == attack)]
+                if sub.empty:
+                    continue
+                g = sub.groupby("eps")["value"]
+                mean, std = g.mean() * 100, g.std().fillna(0) * 100
+                color = colors[i % len(colors)]
+                label = f"{model} · {attack}" + (" (minimum norm)" if minimum else "")
+                ax.plot(mean.index, mean.values, color=color, label=label,
+                        marker="os^vD"[j % 5], linestyle="--" if minimum else "-")
+                ax.fill_between(mean.index, mean - std, mean + std, alpha=0.12, color=color)
+        ax.set_xlabel(f"ε ({_NORM_LABEL[norm]} norm, [0, 1] pixel scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Accuracy under attack: {_NORM_LABEL[norm]}")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- attention
@@ -478,24 +546,26 @@ def _attention_section(results: pd.DataFrame, out: Path) -> list[str]:
     frame = pd.DataFrame(table)
     frame.to_csv(out / "attention.csv", index=False)
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for (metric, label), ax in zip(
-            [("cam_similarity", "similarity to clean map (Pearson r)"),
-             ("cam_background_share", "share of map on background"),
-             ("cam_intensity", "mean map intensity")], axes):
-        for model in models:
-            for attack in attacks:
-                for explainer in explainers:
+    # One row of panels per explainer: its name in the titles, model · attack in the legend.
+    fig, grid = plt.subplots(len(explainers), 3, figsize=(13, 3.8 * len(explainers)),
+                             squeeze=False)
+    panels = [("cam_similarity", "similarity to clean map (Pearson r)"),
+              ("cam_background_share", "share of map on background"),
+              ("cam_intensity", "mean map intensity")]
+    for explainer, axes in zip(explainers, grid):
+        for (metric, label), ax in zip(panels, axes):
+            for model in models:
+                for attack in attacks:
                     sub = rows[(rows["model"] == model) & (rows["attack"] == attack)
                                & (rows["explainer"] == explainer) & (rows["metric"] == metric)]
                     if sub.empty:
                         continue
                     g = sub.groupby("eps")["value"].mean()
                     ax.plot(g.index, g.values, marker="o", label=f"{model} · {attack}")
-        ax.set_xlabel("ε")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+            ax.set_xlabel("ε")
+            ax.set_title(f"{explainer}: {label}", fontsize=10)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "attention.png", dpi=120)
     plt.close(fig)
@@ -523,10 +593,10 @@ def _attention_sentence(model: str, attack: str, explainer: str, means: pd.DataF
             f"at ε = {hi:g}.")
 
 
-def _grids(out: Path) -> list[str]:
+def _grids(out: Path, explainers: list[str]) -> list[str]:
+    """One grid per explain job of run 0, under a heading per explainer."""
     from benchlab.grid import draw_grid
 
-    md = []
     for path in sorted((out / "artifacts").glob("explain-*-r00-*.pt")):
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -538,11 +608,29 @@ def _grids(out: Path) -> list[str]:
         rows = ["clean"] + [f"ε = {e:g}" for e in data["eps"].tolist()[1:]]
         png = out / f"grid_{name}.png"
         draw_grid(data["images"], data["maps"], data["preds"], data["confidences"], rows,
-                  title=name.replace("-", " · "), path=png)
+                  title=name.replace("-", " · "), path=png, labels=data.get("labels"))
     # Grids drawn earlier stay listed when their artifacts are gone (a copied run).
-    for png in sorted(out.glob("grid_*.png")):
-        md += [f"![{png.stem.removeprefix('grid_')}]({png.name})", ""]
-    return ["## Grad-CAM grids (run 0)", "", *md] if md else []
+    pngs = sorted(out.glob("grid_*.png"))
+    if not pngs:
+        return []
+    md = ["## Explanation grids (run 0)", "",
+          "Each column is one test image: the clean image (top row) and its adversarial "
+          "versions at growing ε, under the explainer's map. A caption reads "
+          "prediction (confidence); the top caption also gives the true label. Red: the "
+          "prediction is wrong.", ""]
+    by_explainer: dict[str, list[Path]] = {}
+    for png in pngs:
+        stem = png.stem.removeprefix("grid_")
+        # The longest known explainer key that ends the name (keys may contain '-').
+        owner = max((e for e in explainers if stem.endswith(f"-{e}")), key=len, default="")
+        by_explainer.setdefault(owner, []).append(png)
+    for explainer in [*explainers, ""]:
+        if explainer not in by_explainer:
+            continue
+        md += [f"### {explainer or 'other'}", ""]
+        for png in by_explainer[explainer]:
+            md += [f"![{png.stem.removeprefix('grid_')}]({png.name})", ""]
+    return md
 
 
 def _failures(out: Path) -> list[str]:
@@ -585,7 +673,8 @@ def render(out: Path) -> Path:
     md += training_md
     md += _robustness_section(results, out)
     md += _attention_section(results, out)
-    md += _grids(out)
+    explainers = _ordered(results["explainer"].dropna()) if "explainer" in results else []
+    md += _grids(out, explainers)
     if len(md) <= 3:
         md += ["_No finished jobs yet._", ""]
     path = out / "summary.md"

@@ -107,3 +107,39 @@ def test_a_run_derives_accuracy_at_every_eps_from_the_norms(tmp_path, registry):
     assert 0.0 <= found <= 1.0
     norms = torch.load(out / "artifacts" / "attack-tiny-r00-invert.pt", weights_only=True)["norms"]
     assert norms.shape == (64,) and bool((norms > 0.5).all())
+
+
+def test_the_report_sets_both_kinds_side_by_side_and_names_each_explainer(tmp_path, registry):
+    from benchlab.report import _rate, render
+
+    suite = validate_suite({
+        "name": "zoo", "dataset": {"name": "toy", "train_size": 128, "test_size": 64},
+        "models": [{"name": "tiny"}], "train": {"epochs": 1, "batch_size": 32},
+        "attacks": [{"name": "invert", "eps": [0.5, 1.0]}, {"name": "noise", "eps": [0.1]}],
+        "explainers": [{"name": "intensity"}, {"name": "intensity", "label": "second"}],
+        "evaluate": {"test_size": 64, "explain_size": 8, "count": 4},
+    }, registry)
+    out = tmp_path / "run"
+    runner.run_suite(suite, registry, out, device="cpu", cache=ModelCache(tmp_path / "cache"),
+                     log=lambda s: None)
+    summary = render(out).read_text()
+    robustness = pd.read_csv(out / "robustness.csv")
+    assert set(robustness["threat"]) == {"minimum L∞", "L∞ ball"}
+    assert "### Minimum-norm attacks" in summary
+    assert "## Explanation grids (run 0)" in summary and "Grad-CAM grids" not in summary
+    assert "### intensity" in summary and "### second" in summary
+    assert (out / "grid_tiny-invert-second.png").is_file()
+    assert _rate(pd.Series([0.42])) == "0.42" and _rate(pd.Series([3.14])) == "3.1"
+    assert _rate(pd.Series([1234.5])) == "1234" and _rate(pd.Series([], dtype=float)) == "–"
+
+
+def test_grid_takes_one_true_label_per_column(tmp_path):
+    from benchlab.grid import draw_grid
+
+    images, preds = torch.rand(2, 3, 8, 8), torch.zeros(2, 3, dtype=torch.long)
+    draw_grid(images, None, preds, torch.ones(2, 3), ["clean", "ε = 0.1"], "t",
+              tmp_path / "ok.png", labels=torch.tensor([0, 1, 2]))
+    assert (tmp_path / "ok.png").is_file()
+    with pytest.raises(ValueError, match="labels must have 3 entries"):
+        draw_grid(images, None, preds, torch.ones(2, 3), ["clean", "ε = 0.1"], "t",
+                  tmp_path / "bad.png", labels=torch.tensor([0, 1]))
