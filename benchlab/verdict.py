@@ -283,7 +283,9 @@ def convergence_line(c: Comparison, baseline: str, other: str, settings: Setting
         better = c.diff < 0 if c.faster_when == "lower" else c.diff > 0
         return text + f" → **{other} {'faster' if better else 'slower'}**"
     text += " → **inconclusive**"
-    if c.runs_needed is not None:
+    if c.never is not None and c.never == (c.other.size, c.baseline.size):
+        text += " (no run of either model reached it: train longer)"
+    elif c.runs_needed is not None:
         text += (f" (about {c.runs_needed} runs per model would detect this difference with "
                  f"{POWER:.0%} power)")
     else:

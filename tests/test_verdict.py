@@ -170,3 +170,12 @@ def test_summary_opens_with_the_verdict(tmp_path):
     assert "bn 2.0% (± 0.0, n = 4 runs; 50 ms per evaluation)" in summary
     assert (tmp_path / "test_accuracy_steps.png").stat().st_size > 1000
     assert (tmp_path / "convergence.csv").exists()
+
+
+def test_a_threshold_no_run_reached_says_so():
+    never = [[0.5] * 8] * 3
+    frame = curve_frame({"plain": never, "bn": never})
+    c98 = verdict.convergence(verdict.run_statistics(frame, SETTINGS), "plain", "bn",
+                              SETTINGS)[1]
+    line = verdict.convergence_line(c98, "plain", "bn", SETTINGS, "x", 400)
+    assert "no run of either model reached it" in line
