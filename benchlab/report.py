@@ -110,8 +110,11 @@ def _plot_step_curves(curves: pd.DataFrame, models: list[str], thresholds: tuple
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    axes[0].set_xscale("log")
-    axes[0].set_title("log steps", fontsize=10)
+    if (curves["step"] > 0).any():
+        axes[0].set_xscale("log")
+        axes[0].set_title("log steps", fontsize=10)
+    else:  # a run shorter than one evaluation interval has only step 0
+        axes[0].set_title("no evaluation after step 0", fontsize=10)
     axes[1].set_ylim(low, 100)
     axes[1].set_title(f"from {low:g}%", fontsize=10)
     fig.suptitle(f"Test accuracy on {eval_set} during training: mean ± 1 std over {runs} "

@@ -29,3 +29,17 @@ def test_no_significant_epoch():
 def test_a_single_run_cannot_be_tested():
     text = _welch_sentence("cnn_bn", "cnn", [1, 2], [], [], 0.05, True)
     assert "at least two runs" in text
+
+
+def test_step_curves_of_a_run_shorter_than_one_interval_still_plot(tmp_path):
+    """500 images at batch 64 is 8 steps: with eval_every=100 only step 0 is recorded,
+    and a log-scaled axis of nothing but step 0 made matplotlib refuse the whole report."""
+    import pandas as pd
+
+    from benchlab.report import _plot_step_curves
+
+    curves = pd.DataFrame({"model": ["a", "a", "b", "b"], "run": [0, 1, 0, 1],
+                           "step": [0, 0, 0, 0], "value": [0.10, 0.12, 0.10, 0.11]})
+    path = _plot_step_curves(curves, ["a", "b"], (0.97,), "the first 100 test images",
+                             tmp_path / "steps.png")
+    assert path.stat().st_size > 0
