@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchlab import guards, metrics, threat, training
+from benchlab import attention, guards, metrics, threat, training
 from benchlab.components import Component, DatasetSplit
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
@@ -301,31 +301,45 @@ def explain(job: Job, ws: Workspace, state: StateDict,
     if job.attack is not None:
         if adversarial is None:
             raise guards.ComponentError(f"explain job {job.id}: no adversarial images given")
-        eps += [float(e) for e in adversarial["eps"]]
+        # The job's own values: the product's float32 copy would write 0.10000000149
+        # where the attack's rows say 0.1.
+        if len(adversarial["eps"]) != len(job.eps):
+            raise guards.ComponentError(f"explain job {job.id}: {len(adversarial['eps'])} "
+                                        f"adversarial batches for {len(job.eps)} eps values")
+        eps += [float(e) for e in job.eps]
         batches += list(adversarial["adversarial"][:, : len(labels)].to(ws.device))
 
-    maps = []
-    started = time.perf_counter()
-    with blame("explainer", job.explainer.key, component), seeded(job.seed, ws.device):
-        for batch in batches:
-            cam = component.obj(model, batch, params)
-            guards.check_explanation(batch, cam)
-            maps.append(cam)
-    seconds = time.perf_counter() - started
+    batch_size = job.evaluate["batch_size"]
+
+    def run(net: torch.nn.Module, batch: torch.Tensor, p: Any = params) -> torch.Tensor:
+        return component.obj(net, batch, p)
 
     where = dict(attack=job.attack.key if job.attack else None, explainer=job.explainer.key)
-    rows = []
-    clean_map = maps[0]
-    for e, cam in zip(eps, maps):
-        rows += [
-            row(job, "cam_similarity", metrics.cam_similarity(clean_map, cam).nanmean(),
-                eps=e, **where),
-            row(job, "cam_background_share",
-                metrics.background_share(cam, images).nanmean(), eps=e, **where),
-            row(job, "cam_intensity", metrics.cam_intensity(cam.float()).mean(), eps=e, **where),
-        ]
+    offered = component.extra.get("layer_choices")
+    used_of = component.extra.get("explained_layer")
+    at_layers: dict[str, list[torch.Tensor]] = {}
+    # Only the explainer's own calls are blamed on it; a failure in the metrics
+    # below is benchlab's own (an internal error).
+    with blame("explainer", job.explainer.key, component), seeded(job.seed, ws.device):
+        explained = attention.explain_all(model, run, batches, eps, batch_size,
+                                          check=guards.check_explanation)
+        randomised = attention.randomised_maps_of(model, run, images, job.seed)
+        guards.check_explanation(images, randomised)
+        used = None
+        if offered is not None and used_of is not None and "layer" in type(params).model_fields:
+            used = used_of(model, params)
+            for layer in offered(model, images[:2]):
+                at = params.model_copy(update={"layer": layer})
+                at_layers[layer] = [run(model, batch, at) for batch in batches]
+    measured = attention.measure(model, images, batches, explained,
+                                 klass=getattr(params, "klass", None), seed=job.seed,
+                                 batch_size=batch_size, randomised_maps=randomised)
+    if used is not None:
+        measured += attention.layer_rows(list(at_layers), used, at_layers.__getitem__, eps)
+    maps = explained.maps
+    rows = [row(job, m.metric, m.value, eps=m.eps, **where) for m in measured]
     rows.append(row(job, "explain_images_per_s",
-                    len(labels) * len(batches) / max(seconds, 1e-9), **where))
+                    len(labels) * len(batches) / max(explained.seconds, 1e-9), **where))
 
     from benchlab.grid import pick_distinct_digits
 

@@ -168,12 +168,14 @@ def common_population(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.T
 
     ``clean`` (N, H, W) and ``adversarial`` (E, N, H, W), one batch per epsilon. An
     image belongs when its clean map and its adversarial map at *every* epsilon are
-    non-empty, so that the means at all epsilons are taken over the same images and
-    a change with epsilon is a change of the maps, not of who is averaged.
+    non-empty (more precisely non-constant: a constant map has no shape to correlate,
+    and an empty map is constant), so that the means at all epsilons are taken over
+    the same images and a change with epsilon is a change of the maps, not of who is
+    averaged.
     """
-    keep = ~empty_maps(clean)
+    keep = ~_is_constant(clean.flatten(start_dim=-2))
     if adversarial.numel():
-        keep = keep & ~empty_maps(adversarial).any(dim=0)
+        keep = keep & ~_is_constant(adversarial.flatten(start_dim=-2)).any(dim=0)
     return keep
 
 

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchlab import stats, verdict  # noqa: E402
+from benchlab import attention_report, stats, verdict  # noqa: E402
 from benchlab.store import atomic_write_text, read_results  # noqa: E402
 
 log = logging.getLogger("benchlab.report")
@@ -523,79 +523,6 @@ def _plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
 # --------------------------------------------------------------------------- attention
 
 
-def _attention_section(results: pd.DataFrame, out: Path) -> list[str]:
-    rows = results[results["explainer"].notna()]
-    if rows.empty:
-        return []
-    models, explainers = _ordered(rows["model"]), _ordered(rows["explainer"])
-    rows = rows.assign(attack=rows["attack"].fillna("clean"))
-    attacks = _ordered(rows["attack"])
-    table, lines = [], []
-    for model in models:
-        for attack in attacks:
-            for explainer in explainers:
-                sub = rows[(rows["model"] == model) & (rows["attack"] == attack)
-                           & (rows["explainer"] == explainer) & rows["eps"].notna()]
-                if sub.empty:
-                    continue
-                means = sub.groupby(["eps", "metric"])["value"].mean().unstack()
-                for eps, r in means.iterrows():
-                    table.append({"model": model, "attack": attack, "explainer": explainer,
-                                  "eps": f"{eps:g}",
-                                  "similarity to clean (Pearson)": f"{r.get('cam_similarity'):.3f}",
-                                  "background share": f"{r.get('cam_background_share'):.3f}",
-                                  "mean intensity": f"{r.get('cam_intensity'):.3f}"})
-                lines.append(_attention_sentence(model, attack, explainer, means))
-    frame = pd.DataFrame(table)
-    frame.to_csv(out / "attention.csv", index=False)
-
-    # One row of panels per explainer: its name in the titles, model · attack in the legend.
-    fig, grid = plt.subplots(len(explainers), 3, figsize=(13, 3.8 * len(explainers)),
-                             squeeze=False)
-    panels = [("cam_similarity", "similarity to clean map (Pearson r)"),
-              ("cam_background_share", "share of map on background"),
-              ("cam_intensity", "mean map intensity")]
-    for explainer, axes in zip(explainers, grid):
-        for (metric, label), ax in zip(panels, axes):
-            for model in models:
-                for attack in attacks:
-                    sub = rows[(rows["model"] == model) & (rows["attack"] == attack)
-                               & (rows["explainer"] == explainer) & (rows["metric"] == metric)]
-                    if sub.empty:
-                        continue
-                    g = sub.groupby("eps")["value"].mean()
-                    ax.plot(g.index, g.values, marker="o", label=f"{model} · {attack}")
-            ax.set_xlabel("ε")
-            ax.set_title(f"{explainer}: {label}", fontsize=10)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "attention.png", dpi=120)
-    plt.close(fig)
-    return ["## Attention under attack", "",
-            "Similarity: Pearson correlation between the clean and the adversarial map of each "
-            "image; background share: share of the map's mass on pixels where the clean digit "
-            "is dark; intensity: mean map value (a fading map gets darker).", "",
-            "![attention](attention.png)", "", _md_table(frame), *lines, ""]
-
-
-def _attention_sentence(model: str, attack: str, explainer: str, means: pd.DataFrame) -> str:
-    eps = sorted(means.index)
-    if len(eps) < 2:
-        return f"- {model} · {attack}: only clean images were explained."
-    lo, hi = eps[0], eps[-1]
-    sim = means.loc[hi, "cam_similarity"]
-    bg0, bg1 = means.loc[lo, "cam_background_share"], means.loc[hi, "cam_background_share"]
-    i0, i1 = means.loc[lo, "cam_intensity"], means.loc[hi, "cam_intensity"]
-    drift = "drifts to the background" if bg1 > bg0 + 0.02 else \
-        "moves onto the strokes" if bg1 < bg0 - 0.02 else "keeps its background share"
-    fade = "fades" if i1 < 0.8 * i0 else "grows stronger" if i1 > 1.2 * i0 else "keeps its strength"
-    return (f"- **{model} · {attack} · {explainer}:** from ε = {lo:g} to ε = {hi:g} attention "
-            f"{drift} ({bg0:.2f} → {bg1:.2f} of the map on background) and {fade} (mean "
-            f"intensity {i0:.3f} → {i1:.3f}); its correlation with the clean map is {sim:.2f} "
-            f"at ε = {hi:g}.")
-
-
 def _grids(out: Path, explainers: list[str]) -> list[str]:
     """One grid per explain job of run 0, under a heading per explainer."""
     from benchlab.grid import draw_grid
@@ -675,7 +602,7 @@ def render(out: Path) -> Path:
     md += _failures(out)
     md += training_md
     md += _robustness_section(results, out)
-    md += _attention_section(results, out)
+    md += attention_report.section(results, out, _md_table)
     explainers = _ordered(results["explainer"].dropna()) if "explainer" in results else []
     md += _grids(out, explainers)
     if len(md) <= 3:

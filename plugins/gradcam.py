@@ -109,6 +109,11 @@ def layer_choices(model: torch.nn.Module, images: torch.Tensor) -> list[str]:
     return [name for name, dims in calls.items() if dims == [4]]
 
 
+def explained_layer(model: torch.nn.Module, params: GradCAMParams) -> str:
+    """The layer ``params`` make Grad-CAM use on ``model`` (resolving the default)."""
+    return resolve_layer(model, params.layer)[0]
+
+
 # -- numerics ------------------------------------------------------------------
 
 def gradcam_map(activations: torch.Tensor, gradients: torch.Tensor,
@@ -208,5 +213,5 @@ def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
 @benchlab.hookimpl
 def register_explainers(register):
     register("gradcam", gradcam, params=GradCAMParams, check_model=check_model,
-             layers=layer_choices,
+             layer_choices=layer_choices, explained_layer=explained_layer,
              description="Grad-CAM (Selvaraju et al., 2017) on a named conv/BN/ReLU layer")

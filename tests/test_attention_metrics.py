@@ -44,6 +44,8 @@ def test_common_population_needs_the_clean_and_every_adversarial_map() -> None:
     # image 1: clean map empty; 2: empty at the first eps; 3: empty at the second
     assert common_population(clean, adversarial).tolist() == [True, False, False, False]
     assert common_population(clean, adversarial[:0]).tolist() == [True, False, True, True]
+    constant = maps([0.5, 0.5, 0.5, 0.5], [1, 0, 0, 0])  # non-empty, but no shape
+    assert common_population(constant, constant[None]).tolist() == [False, True]
 
 
 # -- intervals -----------------------------------------------------------------

@@ -122,6 +122,27 @@ def test_fgsm_gradcam_suite_on_real_mnist(tmp_path, cache_env):
         assert (out / png).stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
     assert "## Robustness" in summary and "## Attention under attack" in summary
+    assert "### Attention shift by outcome" in summary and "model randomisation" in summary
+    assert (out / "attention_outcome.png").stat().st_size > 10_000
+
+    # every model x attack x explainer x eps, clean included, states its empty share over
+    # all 100 explained images, and the faithfulness and sanity rows are there
+    explained = results[results["explainer"].notna()].set_index(
+        ["model", "attack", "explainer", "eps", "metric"])["value"]
+    for model in ("cnn", "cnn_bn"):
+        for attack in ("fgsm", "ifgsm"):
+            for explainer in ("gradcam", "random"):
+                for eps in (0.0, 0.1, 0.2, 0.3):
+                    key = (model, attack, explainer, eps)
+                    assert explained[(*key, "cam_empty_share.n")] == 100
+                    assert 0 <= explained[(*key, "cam_empty_share")] <= 1
+                    assert explained[(*key, "cam_similarity.n")] <= 100
+                    assert explained[(*key, "deletion_auc.n")] == 100
+                assert -1 <= explained[(model, attack, explainer, 0.0,
+                                        "sanity_rank_correlation")] <= 1
+            # the noise control never gives an empty map and never resembles the clean one
+            assert explained[(model, attack, "random", 0.3, "cam_empty_share")] == 0
+            assert abs(explained[(model, attack, "random", 0.3, "cam_similarity")]) < 0.05
 
     # report redraws from results.csv alone
     (out / "robustness.png").unlink()
