@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
+        where = f" writing {exc.filename}" if exc.filename else f" writing under {out}"
         raise _UsageError(f"{exc.strerror or exc}{where}; {_finished(out)} finished job(s) "
                           f"are kept in {out}. Free space, then continue with: {resume_hint}"
                           ) from None

@@ -173,3 +173,15 @@ def test_runs_started_in_the_same_second_get_their_own_directories(toy_cli, tmp_
     assert cli.main(["run", str(toy_cli), "--device", "cpu"]) == 0
     first, second = _lines(capsys.readouterr().out)
     assert (first, second) == ("results/toy/20260101T000000Z", "results/toy/20260101T000000Z-2")
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() reports it
+
+    monkeypatch.setattr(store.os, "fsync", disk_full)
+    target = tmp_path / "jobs" / "x.csv"
+    with pytest.raises(OSError) as info:
+        store.atomic_write_bytes(target, b"rows")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert list(target.parent.iterdir()) == []  # no temporary file left behind
