@@ -209,7 +209,10 @@ class DaskExecutor:
         except Exception as exc:
             again = self._reshare_lost(task)
             if again is None or self._resubmitted.get(task.key, 0) >= self.retries:
-                raise
+                # Not a component's fault, as in the local executor: fail this task only.
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                return Done(task, error=f"internal error: {type(exc).__name__}: {exc}",
+                            seconds=seconds, traceback=trace)
             self._resubmitted[task.key] = self._resubmitted.get(task.key, 0) + 1
             self.submit(again)
             return Done(task, resubmitted=True, error=f"resubmitted ({type(exc).__name__})")
