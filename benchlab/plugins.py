@@ -62,6 +62,22 @@ class MissingLibrary(ImportError):
         self.library, self.prefix, self.install = library, prefix, install
 
 
+def require_library(module: str, *, library: str, prefix: str, install: str) -> Any:
+    """Import ``module`` for a plugin that adapts it, or raise :class:`MissingLibrary`.
+
+    Only the absence of ``module`` itself (or of its top-level package) counts as
+    missing: a library that is installed but fails on import of one of *its*
+    dependencies raises that error unchanged, so it is reported as a failed plugin
+    with its real cause rather than as "not installed".
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module, module.partition(".")[0]):
+            raise
+        raise MissingLibrary(library, prefix=prefix, install=install) from None
+
+
 @dataclass(frozen=True)
 class AvailablePlugin:
     """A plugin that would register components once its library is installed."""

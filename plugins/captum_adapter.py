@@ -56,17 +56,13 @@ import torch.nn.functional as F
 import benchlab
 from benchlab.adapters import library_call, params_from_signature
 from benchlab.components import Params
-from benchlab.plugins import MissingLibrary
+from benchlab.plugins import require_library
 from benchlab_plugins.gradcam import normalize_maps, resolve_layer
 
-try:
-    import captum
-    import captum.attr
-except ModuleNotFoundError as exc:
-    if exc.name != "captum":
-        raise
-    raise MissingLibrary("captum", prefix="captum.",
-                         install='pip install "benchlab[captum]"') from None
+require_library("captum.attr", library="captum", prefix="captum.",
+                install='pip install "benchlab[captum]"')
+import captum  # noqa: E402 - after the check that captum is installed
+import captum.attr  # noqa: E402
 
 LIBRARY = f"captum {captum.__version__}"
 PREFIX = "captum."

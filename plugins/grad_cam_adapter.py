@@ -41,18 +41,14 @@ import torch
 import benchlab
 from benchlab.adapters import library_call, params_from_signature
 from benchlab.components import Params
-from benchlab.plugins import MissingLibrary
+from benchlab.plugins import require_library
 from benchlab_plugins.gradcam import normalize_maps, resolve_layer
 
-try:
-    import pytorch_grad_cam
-    from pytorch_grad_cam.base_cam import BaseCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-except ModuleNotFoundError as exc:
-    if exc.name != "pytorch_grad_cam":
-        raise
-    raise MissingLibrary("pytorch-grad-cam", prefix="pytorch_grad_cam.",
-                         install='pip install "benchlab[grad-cam]"') from None
+pytorch_grad_cam = require_library("pytorch_grad_cam", library="pytorch-grad-cam",
+                                   prefix="pytorch_grad_cam.",
+                                   install='pip install "benchlab[grad-cam]"')
+from pytorch_grad_cam.base_cam import BaseCAM  # noqa: E402 - after the check above
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 try:
     from importlib.metadata import version as _version

@@ -52,15 +52,11 @@ from pydantic import Field
 import benchlab
 from benchlab.adapters import library_call, params_from_signature
 from benchlab.components import Params, ThreatModel
-from benchlab.plugins import MissingLibrary
+from benchlab.plugins import require_library
 
-try:
-    import torchattacks
-except ModuleNotFoundError as exc:
-    if exc.name != "torchattacks":
-        raise
-    raise MissingLibrary("torchattacks", prefix="torchattacks.",
-                         install='pip install "benchlab[torchattacks]"') from None
+torchattacks = require_library("torchattacks", library="torchattacks",
+                               prefix="torchattacks.",
+                               install='pip install "benchlab[torchattacks]"')
 
 LIBRARY = f"torchattacks {torchattacks.__version__}"
 PREFIX = "torchattacks."

@@ -109,3 +109,19 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "model-cache"
     monkeypatch.setenv("BENCHLAB_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The data root, with MNIST fetched and verified there (once per session).
+
+    Tests that read real MNIST use this instead of skipping when it is absent, so
+    their outcome does not depend on which test happened to fetch it first.
+    """
+    from benchlab.data import data_root, fetch
+    from benchlab.plugins import default_registry
+
+    root = data_root()
+    statuses = fetch(default_registry().get("dataset", "mnist").obj, root)
+    assert statuses and all(s.verified for s in statuses), statuses
+    return root

@@ -151,6 +151,26 @@ def test_without_the_libraries_the_cli_says_how_to_install_them(tmp_path):
         'which is not installed; install it with: pip install "benchlab[captum]"']
 
 
+def test_require_library_tells_a_missing_library_from_a_broken_one(tmp_path, monkeypatch):
+    from benchlab.plugins import MissingLibrary, require_library
+
+    (tmp_path / "brokenlib").mkdir()
+    (tmp_path / "brokenlib" / "__init__.py").write_text("import a_dependency_nobody_has\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingLibrary) as missing:
+        require_library("no_such_library.sub", library="no-such-library",
+                        prefix="nsl.", install="pip install no-such-library")
+    assert (missing.value.library, missing.value.prefix) == ("no-such-library", "nsl.")
+    assert str(missing.value) == ("no-such-library is not installed; install it with: "
+                                  "pip install no-such-library")
+    # Installed but failing on one of its own imports: the real cause, not "not installed".
+    with pytest.raises(ModuleNotFoundError) as broken:
+        require_library("brokenlib", library="brokenlib", prefix="b.", install="-")
+    assert not isinstance(broken.value, MissingLibrary)
+    assert broken.value.name == "a_dependency_nobody_has"
+    assert require_library("json", library="json", prefix="j.", install="-") is __import__("json")
+
+
 def test_an_adapter_is_imported_only_when_a_suite_names_one_of_its_components(monkeypatch):
     for module in ("benchlab_plugins.torchattacks_adapter", "benchlab_plugins.captum_adapter"):
         monkeypatch.delitem(sys.modules, module, raising=False)

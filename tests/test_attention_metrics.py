@@ -220,22 +220,18 @@ def test_randomised_copy_redraws_every_weight_and_touches_nothing_else() -> None
 
 # -- a known case of empty maps on real MNIST ----------------------------------
 
-def test_empty_grad_cam_maps_on_real_mnist_match_captum() -> None:
+def test_empty_grad_cam_maps_on_real_mnist_match_captum(mnist_root) -> None:
     """Grad-CAM of a class whose head is the negative of another's is empty exactly where
     the other class's map (before the ReLU) is nowhere negative; Captum computes that map.
     """
     from captum.attr import LayerGradCam
 
-    from benchlab.data import data_root
     from benchlab.plugins import default_registry
     from benchlab_plugins.cnn import CNNParams, build_cnn
     from benchlab_plugins.gradcam import GradCAMParams, gradcam
-    from tests.test_example_plugin import mnist_files_present
 
-    if not mnist_files_present():
-        pytest.skip("MNIST is not in the data root; run `benchlab data fetch mnist`")
     mnist = default_registry().get("dataset", "mnist").obj
-    images = mnist.load("test", data_root()).head(100).floats()
+    images = mnist.load("test", mnist_root).head(100).floats()
     torch.manual_seed(0)
     model = build_cnn(mnist.info, CNNParams()).eval()
     with torch.no_grad():

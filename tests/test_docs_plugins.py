@@ -294,15 +294,9 @@ def test_the_tutorial_runs_as_written(tutorial):
 
 
 @pytest.mark.suite
-def test_the_tutorial_suite_runs(tutorial, tmp_path):
+def test_the_tutorial_suite_runs(tutorial, tmp_path, mnist_root):
     pytest.importorskip("benchlab.runner", reason="benchlab.runner is not available yet")
     (command, cwd), = tutorial.deferred
-    mnist = default_registry().get("dataset", "mnist") \
-        if "mnist" in default_registry().names("dataset") else None
-    from benchlab.data import data_root
-
-    if mnist is None or not all(s.verified for s in mnist.obj.files(data_root())):
-        pytest.skip("MNIST is not in the data root; run `benchlab data fetch mnist`")
     done = subprocess.run(
         [sys.executable, "-m", "benchlab.cli", *command.argv[1:]], cwd=cwd,
         capture_output=True, text=True, timeout=900,

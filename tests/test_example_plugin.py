@@ -185,22 +185,10 @@ evaluate: {test_size: 200}
 """
 
 
-def mnist_files_present() -> bool:
-    from benchlab.data import data_root
-
-    registry = default_registry()
-    if "mnist" not in registry.names("dataset"):
-        return False
-    statuses = registry.get("dataset", "mnist").obj.files(data_root())
-    return bool(statuses) and all(s.verified for s in statuses)
-
-
 @pytest.mark.suite
-def test_a_suite_runs_pgd_beside_fgsm(pgd_site, tmp_path):
+def test_a_suite_runs_pgd_beside_fgsm(pgd_site, tmp_path, mnist_root):
     pytest.importorskip("benchlab.runner", reason="benchlab.runner is not available yet")
     pytest.importorskip("benchlab.cli", reason="benchlab.cli is not available yet")
-    if not mnist_files_present():
-        pytest.skip("MNIST is not in the data root; run `benchlab data fetch mnist`")
     suite = tmp_path / "pgd_vs_fgsm.yaml"
     suite.write_text(SUITE)
     out = tmp_path / "run"
