@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,10 @@ class ModelRef(ComponentRef):
 
 
 class AttackRef(ComponentRef):
-    eps: Annotated[list[Annotated[float, Field(ge=0.0, le=1.0)]], Field(min_length=1)]
+    # The upper bound depends on the attack's norm and the images' size: checked
+    # against the registry (see _check_eps); L∞ radii stay within [0, 1].
+    eps: Annotated[list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]],
+                   Field(min_length=1)]
     test_size: Annotated[int, Field(gt=0)] | None = None
 
     @field_validator("eps")
@@ -490,6 +494,9 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
                     problems.append(problem((*base, *loc), message))
     if not problems and suite is not None:
         problems += [problem(loc, message)
+                     for loc, message in _check_eps(suite, data, params, registry)]
+    if not problems and suite is not None:
+        problems += [problem(loc, message)
                      for loc, message in _check_against_models(suite, params, registry)]
     if problems or suite is None:
         problems.sort(key=lambda p: p.line or 0)
@@ -515,6 +522,37 @@ def _unwritable(data: Any, loc: tuple[Any, ...] = ()) -> Iterable[tuple[tuple[An
     elif isinstance(data, list):
         for i, value in enumerate(data):
             yield from _unwritable(value, (*loc, i))
+
+
+def largest_radius(norm: str, shape: Sequence[int]) -> float:
+    """The largest distance in ``norm`` between two images of ``shape`` with values in
+    [0, 1]: a larger ε bounds nothing. L0 counts pixel positions (not channels)."""
+    values = math.prod(shape)
+    return {"linf": 1.0, "l2": math.sqrt(values), "l1": float(values),
+            "l0": float(math.prod(shape[1:]))}[norm]
+
+
+def _check_eps(suite: Suite, data: dict[str, Any], params: dict[tuple[str, int], Params],
+               registry: Registry) -> Iterable[tuple[tuple[Any, ...], str]]:
+    """Every ε within the largest distance the attack's norm allows on the dataset."""
+    shape = registry.get("dataset", suite.dataset.name).obj.info.shape
+    for i, ref in enumerate(suite.attacks):
+        component = registry.get("attack", ref.name)
+        try:
+            threat = component.threat(params[("attacks", i)])
+        except Exception as exc:  # noqa: BLE001 - a broken threat declaration is a problem
+            yield ("attacks", i, "name"), f"{component.provenance}: {_one_line(exc)}"
+            continue
+        limit = largest_radius(threat.norm, shape)
+        for j, eps in enumerate(data["attacks"][i]["eps"]):  # as written: ref.eps is sorted
+            if float(eps) > limit:
+                yield (("attacks", i, "eps", j),
+                       f"expected a value <= {limit:g} for {ref.name!r} ({threat}): the "
+                       f"largest {_NORM_NAMES[threat.norm]} distance between two "
+                       f"{'x'.join(map(str, shape))} images with values in [0, 1]; got {eps:g}")
+
+
+_NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def _check_against_models(suite: Suite, params: dict[tuple[str, int], Params],

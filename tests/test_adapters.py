@@ -107,6 +107,27 @@ def test_threat_models():
     assert threat("fgsm") == "L∞ ball"
 
 
+def test_eps_is_bounded_by_the_attacks_norm_on_the_datasets_images():
+    """L2 radii beyond 1 are the usual ones on MNIST; the bound is the largest distance
+    between two images with values in [0, 1] in the attack's norm (sqrt(784) = 28 for L2)."""
+    registry = default_registry()
+    attack = {"name": "torchattacks.PGDL2", "eps": [0.5, 1.5, 3.0]}
+    suite = validate_suite({**SUITE, "attacks": [attack]}, registry)
+    assert suite.attacks[0].eps == [0.5, 1.5, 3.0]
+    validate_suite({**SUITE, "attacks": [{"name": "torchattacks.APGD", "norm": "L2",
+                                          "eps": [2.0]}]}, registry)
+    with pytest.raises(SuiteError) as caught:
+        validate_suite({**SUITE, "attacks": [{**attack, "eps": [1.0, 28.5]},
+                                             {"name": "torchattacks.PGD", "eps": [1.5]},
+                                             {"name": "torchattacks.APGD", "norm": "L2",
+                                              "eps": [28.0]}]}, registry)
+    assert [str(p) for p in caught.value.problems] == [
+        "<suite>: attacks.0.eps.1: expected a value <= 28 for 'torchattacks.PGDL2' (L2 ball): "
+        "the largest L2 distance between two 1x28x28 images with values in [0, 1]; got 28.5",
+        "<suite>: attacks.1.eps.0: expected a value <= 1 for 'torchattacks.PGD' (L∞ ball): "
+        "the largest L∞ distance between two 1x28x28 images with values in [0, 1]; got 1.5"]
+
+
 # -- without the library ------------------------------------------------------------------
 
 def _without(monkeypatch, library: str, module: str) -> None:

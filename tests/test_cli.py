@@ -42,7 +42,8 @@ def test_shipped_suites_validate():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("attacks.0.eps=[0.1, 1.5]", "attacks.0.eps.1: expected a value <= 1.0, got 1.5"),
+        ("attacks.0.eps=[0.1, 1.5]", "attacks.0.eps.1: expected a value <= 1 for 'fgsm' (L∞ ball): "
+         "the largest L∞ distance between two 1x28x28 images with values in [0, 1]; got 1.5"),
         ("attacks.0.name=fgms", "attacks.0.name: unknown attack 'fgms'; did you mean 'fgsm'?"),
         ("models.1.name=cnn_nb", "models.1.name: unknown model 'cnn_nb'; did you mean 'cnn_bn'?"),
         ("explainers.0.layer=3", "explainers.0.layer: expected a string, got 3"),

@@ -56,7 +56,14 @@ def test_good_suite_validates_params_with_the_components_model(tmp_path, toy_reg
         # wrong type
         (GOOD.replace("runs: 2", "runs: many"), ["train.runs: expected an integer, got 'many'"]),
         # out of range value inside a list
-        (GOOD.replace("[0.1, 0.2]", "[0.1, 0.2, 1.5]"), ["attacks.0.eps.2: expected a value <= 1.0, got 1.5"]),
+        (GOOD.replace("[0.1, 0.2]", "[0.1, 0.2, 1.5]"),
+         ["attacks.0.eps.2: expected a value <= 1 for 'noise' (L∞ ball): the largest L∞ "
+          "distance between two 1x8x8 images with values in [0, 1]; got 1.5"]),
+        # the index is the one written, before sorting; infinities are no radius
+        (GOOD.replace("[0.1, 0.2]", "[1.5, 0.1]"), ["attacks.0.eps.0: expected a value <= 1 "
+         "for 'noise' (L∞ ball): the largest L∞ distance between two 1x8x8 images with values "
+         "in [0, 1]; got 1.5"]),
+        (GOOD.replace("[0.1, 0.2]", "[0.1, .inf]"), ["attacks.0.eps.1: expected a finite number, got inf"]),
         # negative size
         (GOOD.replace("train_size: 100", "train_size: -5"), ["dataset.train_size: expected a value > 0, got -5"]),
         # misspelled component name
@@ -134,7 +141,8 @@ def test_overrides_set_nested_keys_and_list_items(tmp_path, toy_registry):
 
 def test_overrides_are_validated_like_the_file(tmp_path, toy_registry):
     problems, _ = _problems(tmp_path, toy_registry, GOOD, ["attacks.0.eps=[2]"])
-    assert "attacks.0.eps.0: expected a value <= 1.0, got 2" in problems[0]
+    assert "--set attacks.0.eps.0: expected a value <= 1 for 'noise'" in problems[0]
+    assert problems[0].endswith("; got 2")
 
 
 @pytest.mark.parametrize(
