@@ -19,6 +19,7 @@ dataset, which it loads (and fetches, if missing) into its own data root.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -162,15 +163,18 @@ def train_config(job: Job) -> training.TrainConfig:
 
 def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = None
                ) -> list[JobResult]:
-    """Train the runs of ``jobs`` (one configuration, several seeds) together.
+    """Train the runs of ``jobs`` together: one dataset and training configuration,
+    any models and seeds (:meth:`Job.pack_key`).
 
-    A component failure raises :class:`guards.ComponentError` for the whole pack; a
-    run whose loss is not finite fails alone. ``on_epoch(job_id, record)`` is called
-    after every epoch of every run.
+    A component failure raises :class:`guards.ComponentError` for the whole pack,
+    naming the model of the run that failed; a run whose loss is not finite fails
+    alone. ``on_epoch(job_id, record)`` is called after every epoch of every run.
     """
     first = jobs[0]
     started = time.perf_counter()
-    with blame("model", first.model.key, ws.model_component(first)):
+    # Building is the model's own code: blamed on it; so is a failure in a run.
+    builds = [functools.partial(ws.build, job) for job in jobs]
+    try:
         train = ws.split(first.dataset, "train")
         test = ws.split(first.dataset, "test")
         config = train_config(first)
@@ -178,11 +182,15 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
         curve = ws.split(first.dataset, "test", _curve_size(first)) \
             if config.eval_every else None
         tick = (lambda i, record: on_epoch(jobs[i].id, asdict(record))) if on_epoch else None
-        trained = training.train_runs(lambda: ws.build(first), train, test, config,
+        trained = training.train_runs(builds, train, test, config,
                                       [job.seed for job in jobs], device=ws.device,
                                       on_epoch=tick, curve_split=curve,
                                       threads=THREADS_PER_RUN if ws.device.type == "cpu"
                                       else None)
+    except Exception as exc:  # noqa: BLE001 - re-raised, attributed to the run's model
+        culprit = jobs[getattr(exc, "benchlab_run", 0)]
+        with blame("model", culprit.model.key, ws.model_component(culprit)):
+            raise
     seconds = time.perf_counter() - started
     results = []
     for job, run in zip(jobs, trained):

@@ -58,9 +58,9 @@ class Job:
         return cls(**data)
 
     def pack_key(self) -> tuple[Any, ...]:
-        """Jobs with equal pack keys differ only by seed and may be trained together."""
-        return (self.kind, self.model.name, repr(sorted(self.model.params.items())),
-                repr(sorted(self.dataset.items())), repr(sorted(self.train.items())))
+        """Jobs with equal pack keys may be trained together: the same data and training
+        configuration; their models and seeds may differ (each run computes alone)."""
+        return (self.kind, repr(sorted(self.dataset.items())), repr(sorted(self.train.items())))
 
 
 def _spec(ref) -> ComponentSpec:

@@ -241,8 +241,8 @@ def _training_section(results: pd.DataFrame, out: Path, thresholds: tuple[float,
 
     md = ["## Training", "",
           f"{runs} run(s) per model. Accuracy curves: mean ± 1 standard deviation. Training "
-          "images/s counts all the runs that were trained at the same time (runs of one "
-          "model train side by side, one per core).", "",
+          "images/s counts all the runs that were trained at the same time (runs, of one "
+          "model or of several, train side by side, one per core).", "",
           "![test accuracy](test_accuracy.png)", "", "![training accuracy](train_accuracy.png)",
           ""]
 

@@ -304,6 +304,14 @@ class _Scheduler:
 
     def _collect(self, finished: Done, ex: Executor) -> None:
         task = finished.task
+        models = list(dict.fromkeys(job.model.key for job in task.jobs))
+        if finished.error is not None and task.kind == "train" and len(models) > 1:
+            # A pack of several models failed as a whole: train each model's runs on
+            # their own, so that one model's failure fails its jobs only.
+            for key in models:
+                jobs = tuple(job for job in task.jobs if job.model.key == key)
+                self._start(ex, Task("train", jobs, priority=self._rank(jobs[0])))
+            return
         if finished.error is not None:
             for job in task.jobs:
                 self._finish(job, JobResult(job.id, error=finished.error,

@@ -172,7 +172,8 @@ def pack_size(config: TrainConfig, device: torch.device | str) -> int:
     return max(1, torch.get_num_threads())
 
 
-def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: DatasetSplit,
+def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]],
+               train: DatasetSplit, test: DatasetSplit,
                config: TrainConfig, seeds: Sequence[int],
                device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
                *, pack: int | None = None,
@@ -181,7 +182,11 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
-    mapping images in [0, 1] of shape (N, C, H, W) to logits. ``on_epoch(i, record)``
+    mapping images in [0, 1] of shape (N, C, H, W) to logits. A sequence of builds,
+    one per seed, trains different models with one configuration (runs of different
+    models can then share a pack). An exception raised by a run carries the index
+    of that run in ``benchlab_run`` (where the exception accepts attributes), so a
+    caller that mixed models knows which one failed. ``on_epoch(i, record)``
     is called in the calling thread after every epoch of run ``seeds[i]``. ``pack``
     overrides :func:`pack_size` (1 trains the runs one at a time). With
     ``config.eval_every`` set, every run is also evaluated on ``curve_split``
@@ -196,6 +201,10 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
+    builds = [build] * len(seeds) if callable(build) else list(build)
+    if len(builds) != len(seeds):
+        raise ValueError(f"got {len(builds)} builds for {len(seeds)} seeds; expected one "
+                         "build, or one per seed")
     if len(train) == 0 or len(test) == 0:
         raise ValueError("train and test splits must not be empty")
     if not seeds:
@@ -207,18 +216,26 @@ def train_runs(build: Callable[[], nn.Module], train: DatasetSplit, test: Datase
         raise ValueError("curve_split must not be empty")
     data = _Data(train, test, device, curve_split)
 
-    if pack > 1 and _draws_from_global_rng(_prepare(build, seeds[0], device), data):
-        pack = 1  # its randomness could only be reproduced with one run at a time
+    if pack > 1:
+        distinct = {id(b): i for i, b in enumerate(builds)}.values()
+        for i in distinct:
+            with _naming_run(i):
+                if _draws_from_global_rng(_prepare(builds[i], seeds[i], device), data):
+                    pack = 1  # its randomness could only be reproduced one run at a time
+                    break
 
     results: list[RunResult | None] = [None] * len(seeds)
     for first in range(0, len(seeds), pack):
         indices = range(first, min(first + pack, len(seeds)))
         # Built here, one after the other: seeding the global generator is not thread-safe.
-        models = {i: _prepare(build, seeds[i], device) for i in indices}
+        models = {}
+        for i in indices:
+            with _naming_run(i):
+                models[i] = _prepare(builds[i], seeds[i], device)
         if len(indices) == 1:
             i = indices[0]
             emit = functools.partial(on_epoch or _ignore, i)
-            with _intra_op_threads(threads if device.type == "cpu" else None):
+            with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
                 results[i] = _train_run(models[i], seeds[i], data, config, device, emit,
                                         pack=1)
         else:
@@ -444,9 +461,10 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
 
     def job(i: int) -> RunResult:
         torch.set_num_threads(intra)  # sets this thread's OpenMP team size too
-        return _train_run(models[i], seeds[i], data, config, device,
-                          lambda record: records.put((i, record)), pack=len(models),
-                          cancel=cancel)
+        with _naming_run(i):
+            return _train_run(models[i], seeds[i], data, config, device,
+                              lambda record: records.put((i, record)), pack=len(models),
+                              cancel=cancel)
 
     def deliver() -> None:
         while not records.empty():
@@ -471,6 +489,18 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                 raise
     finally:
         torch.set_num_threads(total_threads)
+
+
+@contextlib.contextmanager
+def _naming_run(index: int) -> Iterator[None]:
+    """Mark an exception escaping from here with the index of the run that raised it."""
+    try:
+        yield
+    except BaseException as exc:
+        if not hasattr(exc, "benchlab_run"):
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.benchlab_run = index  # type: ignore[attr-defined]
+        raise
 
 
 @contextlib.contextmanager

@@ -178,3 +178,48 @@ def test_without_dask_the_executor_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(dask_executor.ExecutorError, match=r"pip install 'benchlab\[dask\]'"):
         dask_executor.DaskExecutor("cpu")
+
+
+@pytest.mark.suite
+def test_ctrl_c_stops_the_cluster_it_started_and_resume_completes(tmp_path, local_reference):
+    """Ctrl-C in a terminal reaches the whole foreground process group: the client and
+    the LocalCluster's worker processes. The run must stop in one message, leave no
+    process behind, and resume to the results of an uninterrupted run."""
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "BENCHLAB_CACHE": str(tmp_path / "cache")}
+    args = ["run", "suites/fgsm_gradcam.yaml", *[f"--set={s}" for s in SMALL],
+            "--device", "cpu", "--executor", "dask", "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchlab.cli", *args, "--out", str(out)], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    group = proc.pid  # start_new_session: the group of the run and of its workers
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((out / "jobs").glob("*.json")):  # a job is done, others are running
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    os.killpg(group, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "interrupted;" in stderr and "--resume" in stderr, stderr
+    assert stdout.strip().splitlines()[-1] == str(out)
+    deadline = time.monotonic() + 30  # the workers' processes end with the run
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(group, signal.SIGKILL)
+        pytest.fail("worker processes outlived the interrupted run")
+
+    resumed = subprocess.run([sys.executable, "-m", "benchlab.cli", *args, "--resume", str(out)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already done" in resumed.stderr
+    pd.testing.assert_frame_equal(_measurements(out), _measurements(local_reference),
+                                  check_exact=False, rtol=1e-4, atol=1e-6)

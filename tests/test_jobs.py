@@ -40,7 +40,10 @@ def test_jobs_round_trip_through_json(toy_registry):
         assert again == job
 
 
-def test_runs_of_one_configuration_share_a_pack_key(toy_registry):
+def test_runs_of_one_training_configuration_share_a_pack_key(toy_registry):
     train = [j for j in expand(validate_suite(SUITE, toy_registry)) if j.kind == "train"]
+    assert len({(j.model.key, j.seed) for j in train}) == len(train) > 2
     keys = {j.pack_key() for j in train}
-    assert len(keys) == 2  # one per model configuration, whatever the seed
+    assert len(keys) == 1  # whatever the model and the seed
+    other = validate_suite({**SUITE, "train": {**SUITE["train"], "lr": 0.5}}, toy_registry)
+    assert {j.pack_key() for j in expand(other) if j.kind == "train"}.isdisjoint(keys)

@@ -155,7 +155,14 @@ def _registry_with(**broken):
             if name.startswith("explainer_"):
                 register(name.removeprefix("explainer_"), fn)
 
+    @benchlab.hookimpl
+    def register_models(register):
+        for name, fn in broken.items():
+            if name.startswith("model_"):
+                register(name.removeprefix("model_"), fn)
+
     module.register_attacks, module.register_explainers = register_attacks, register_explainers
+    module.register_models = register_models
     return build_registry([("toy", toy_plugin(), Provenance("toy", "benchlab-tests", "0")),
                            ("broken", module, Provenance("broken", "broken-pkg", "9"))],
                           entry_points=False)
@@ -206,6 +213,61 @@ def test_a_broken_component_fails_only_its_jobs(tmp_path, broken, section, messa
     assert (healthy["status"] == "ok").all() and len(healthy) >= 3
     summary = render(tmp_path / "out").read_text()
     assert "## Failures" in summary and name in summary
+
+
+class _FailsInTraining(torch.nn.Module):
+    """Builds, passes the suite's checks, then fails on its third training step."""
+
+    def __init__(self, info):
+        super().__init__()
+        self.fc = torch.nn.Linear(math.prod(info.shape), info.num_classes)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            self.steps += 1
+            if self.steps > 2:
+                raise RuntimeError("kaboom in training")
+        return self.fc(x.flatten(1))
+
+
+def test_runs_of_different_models_share_a_pack_and_a_failing_model_fails_alone(
+        tmp_path, monkeypatch):
+    from benchlab.executors.local import LocalExecutor
+
+    registry = _registry_with(model_failing=lambda info, params: _FailsInTraining(info))
+    monkeypatch.setattr(LocalExecutor, "pack_size", lambda self, job: 3)
+    tasks = []
+    original = execute.train_pack
+    monkeypatch.setattr(execute, "train_pack",
+                        lambda jobs, *a, **k: tasks.append([j.id for j in jobs])
+                        or original(jobs, *a, **k))
+    suite = _suite(registry, models=[{"name": "tiny"}, {"name": "failing"}],
+                   train={"runs": 2, "epochs": 1, "batch_size": 32, "lr": 0.05})
+    outcome = runner.run_suite(suite, registry, tmp_path / "out", device="cpu",
+                               cache=ModelCache(tmp_path / "cache"), log=lambda s: None)
+    # the first pack mixed the models; after its failure each model trained on its own
+    assert tasks[0] == ["train-tiny-r00", "train-tiny-r01", "train-failing-r00"]
+    assert sorted(map(sorted, tasks[1:])) == [["train-failing-r00"], ["train-failing-r01"],
+                                              ["train-tiny-r00", "train-tiny-r01"]]
+    jobs = pd.read_csv(tmp_path / "out" / "jobs.csv").set_index("id")
+    assert (jobs.filter(like="-tiny-", axis=0)["status"] == "ok").all()
+    failing = jobs.filter(like="-failing-", axis=0)
+    assert (failing["status"] == "failed").all() and len(failing) >= 3
+    message = jobs.loc["train-failing-r01", "message"]
+    assert "model 'failing' from broken (broken-pkg 9)" in message and "kaboom in training" in message
+    assert set(outcome.failed) == set(failing.index)
+    # the healthy model's runs are exactly those trained without the failing neighbour
+    alone = runner.run_suite(_suite(registry, models=[{"name": "tiny"}],
+                                    train={"runs": 2, "epochs": 1, "batch_size": 32,
+                                           "lr": 0.05}),
+                             registry, tmp_path / "alone", device="cpu",
+                             cache=ModelCache(tmp_path / "cache-alone"), log=lambda s: None)
+    assert not alone.failed
+    mixed = pd.read_csv(tmp_path / "out" / "results.csv")
+    pd.testing.assert_frame_equal(
+        _measurements(mixed[mixed["model"] == "tiny"].reset_index(drop=True)),
+        _measurements(pd.read_csv(tmp_path / "alone" / "results.csv")))
 
 
 # -- learning curves -----------------------------------------------------------------------

@@ -105,6 +105,43 @@ def test_seed_alone_does_not_depend_on_its_neighbours():
     assert_same_runs([alone], [among], rtol=0, atol=0)
 
 
+def cnn() -> nn.Module:
+    return build_cnn(INFO, CNNParams())
+
+
+def test_runs_of_different_models_in_one_pack_train_exactly_as_alone():
+    builds, seeds = [cnn, cnn_bn, cnn], [3, 3, 4]
+    packed = train_runs(builds, TRAIN, TEST, ONE_EPOCH, seeds=seeds, pack=3)
+    alone = [train_runs(b, TRAIN, TEST, ONE_EPOCH, seeds=[s], pack=1)[0]
+             for b, s in zip(builds, seeds, strict=True)]
+    assert_same_runs(alone, packed, rtol=0, atol=0)
+    assert "bn1.weight" in packed[1].state_dict and "bn1.weight" not in packed[0].state_dict
+
+
+class Explodes(nn.Module):
+    """Fails on its second training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(144, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.training and self.calls > 2:
+            raise RuntimeError("boom")
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("pack", [1, 3])
+def test_a_failing_run_of_a_mixed_pack_is_named_by_its_index(pack):
+    with pytest.raises(RuntimeError, match="boom") as caught:
+        train_runs([cnn, Explodes, cnn_bn], TRAIN, TEST, ONE_EPOCH, seeds=[1, 2, 3], pack=pack)
+    assert caught.value.benchlab_run == 1
+    with pytest.raises(ValueError, match="got 2 builds for 3 seeds"):
+        train_runs([cnn, cnn], TRAIN, TEST, ONE_EPOCH, seeds=[1, 2, 3])
+
+
 class GlobalNoiseNet(nn.Module):
     """Draws from the global generator in forward, which no pack could reproduce."""
 
