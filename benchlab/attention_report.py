@@ -7,8 +7,16 @@ run per model the interval is the bootstrap interval over images; with several,
 the runs' means are averaged and the interval is the Student t interval over runs
 (n then counts the images of all runs together).
 
-A sentence states a change only where its interval excludes zero, and always
-with its size, interval and n; otherwise it says that no change was resolved.
+A sentence states a change only where its interval excludes zero *and* it
+survives Holm's correction over every change the section's sentences test (the
+family: background share and intensity against the clean maps at the largest ε,
+and flipped against held similarity at the largest ε where both groups are large
+enough, per model, attack and explainer), and
+always with its size, interval, n and Holm-adjusted p; otherwise it says that no
+change was resolved. The p-values are read off the intervals
+(:func:`benchlab.stats.p_from_interval`). Flipped and held predictions are
+compared only when each group has at least :data:`MIN_GROUP` images: a percentile
+bootstrap interval of a handful of values is far too narrow.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from benchlab import stats
 _NAME = re.compile(r"^(?P<base>[a-z_]+)(?:\[(?P<qualifier>[^\]]+)\])?"
                    r"(?:\.(?P<stat>n|ci_low|ci_high))?$")
 _KEYS = ["model", "attack", "explainer", "eps", "base", "qualifier"]
+MIN_GROUP = 10  # images in each of the flipped and held groups before they are compared
+ALPHA = 0.05
 
 
 def estimates(results: pd.DataFrame) -> pd.DataFrame:
@@ -93,18 +103,67 @@ def _resolved(est: pd.Series | None) -> int:
     return 1 if est["low"] > 0 else -1 if est["high"] < 0 else 0
 
 
-def _change(est: pd.Series | None, up: str, down: str) -> str:
+class _Family:
+    """The changes the sentences test, with Holm-adjusted p-values over all of them."""
+
+    def __init__(self, claims: list[pd.Series]):
+        raw = [stats.p_from_interval(c["value"], c["low"], c["high"]) for c in claims]
+        self.adjusted = {id(c): p for c, p in zip(claims, stats.holm(raw))}
+        self.size = sum(not math.isnan(p) for p in raw)
+
+    def p(self, est: pd.Series) -> float:
+        return self.adjusted.get(id(est), math.nan)
+
+    def sign(self, est: pd.Series) -> int:
+        """The direction of a change that is resolved after the correction, else 0."""
+        p = self.p(est)
+        return _resolved(est) if not math.isnan(p) and p < ALPHA else 0
+
+
+def _p_text(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
+
+
+def _change(est: pd.Series | None, up: str, down: str, family: _Family) -> str:
     if est is None or est["n"] == 0:
         return "could not be measured (no image in the population)"
-    size = f"{est['value']:+.3f} [{est['low']:.3f}, {est['high']:.3f}], n = {int(est['n'])}"
-    sign = _resolved(est)
+    size = (f"{est['value']:+.3f} [{est['low']:.3f}, {est['high']:.3f}], n = {int(est['n'])}, "
+            f"Holm p = {_p_text(family.p(est))}")
+    sign = family.sign(est)
     if sign == 0:
-        return f"shows no resolved change ({size}; the interval includes 0)"
+        return f"shows no resolved change ({size})"
     return f"{up if sign > 0 else down} ({size})"
 
 
+def _comparable(flipped: pd.Series | None, held: pd.Series | None) -> bool:
+    return (flipped is not None and held is not None
+            and flipped["n"] >= MIN_GROUP and held["n"] >= MIN_GROUP)
+
+
+def _split_eps(get: _Lookup, model: str, attack: str, explainer: str, eps: list[float]
+               ) -> float | None:
+    """The largest ε > 0 at which flipped and held predictions can be compared."""
+    for e in sorted(eps, reverse=True):
+        if e > 0 and _comparable(get(model, attack, explainer, e, "cam_similarity", "flipped"),
+                                 get(model, attack, explainer, e, "cam_similarity", "held")):
+            return e
+    return None
+
+
+def _claims(get: _Lookup, model: str, attack: str, explainer: str, eps: list[float]
+            ) -> list[pd.Series]:
+    """The estimates :func:`_sentence` states a change for, when they exist."""
+    hi = eps[-1]
+    found = [get(model, attack, explainer, hi, "cam_background_share", "change"),
+             get(model, attack, explainer, hi, "cam_intensity", "change")]
+    split = _split_eps(get, model, attack, explainer, eps)
+    if split is not None:
+        found.append(get(model, attack, explainer, split, "cam_similarity", "flipped-held"))
+    return [c for c in found if c is not None and c["n"] > 0]
+
+
 def _sentence(get: _Lookup, model: str, attack: str, explainer: str, eps: list[float],
-              layer: str | None) -> str:
+              layer: str | None, family: _Family) -> str:
     lo, hi = eps[0], eps[-1]
     at = f" at `{layer}`" if layer else ""
     empty0, empty1 = get(model, attack, explainer, lo, "cam_empty_share"), \
@@ -119,25 +178,34 @@ def _sentence(get: _Lookup, model: str, attack: str, explainer: str, eps: list[f
     text += (f"On the {int(sim['n'])} images with a non-empty map at every ε, the map's "
              f"correlation with the clean one is {_cell(sim)} at ε = {hi:g}; its background "
              "share " + _change(get(model, attack, explainer, hi, "cam_background_share",
-                                    "change"), "rises", "falls")
+                                    "change"), "rises", "falls", family)
              + "; its mean intensity " + _change(get(model, attack, explainer, hi,
                                                        "cam_intensity", "change"),
-                                                   "rises", "falls") + ".")
-    diff = get(model, attack, explainer, hi, "cam_similarity", "flipped-held")
-    flipped = get(model, attack, explainer, hi, "cam_similarity", "flipped")
-    held = get(model, attack, explainer, hi, "cam_similarity", "held")
-    if diff is not None and flipped is not None and held is not None \
-            and flipped["n"] > 0 and held["n"] > 0:
-        sign = _resolved(diff)
+                                                   "rises", "falls", family) + ".")
+    split = _split_eps(get, model, attack, explainer, eps)
+    diff = None if split is None else \
+        get(model, attack, explainer, split, "cam_similarity", "flipped-held")
+    if split is not None and diff is not None:
+        flipped = get(model, attack, explainer, split, "cam_similarity", "flipped")
+        held = get(model, attack, explainer, split, "cam_similarity", "held")
+        assert flipped is not None and held is not None
+        sign = family.sign(diff)
         verdict = ("attention moves more where the attack succeeds" if sign < 0 else
                    "attention moves less where the attack succeeds" if sign > 0 else
                    "no difference between flipped and held predictions is resolved")
-        text += (f" Flipped against held predictions at ε = {hi:g}: similarity "
+        where = f"ε = {split:g}" + ("" if split == hi else
+                                    f" (the largest ε with at least {MIN_GROUP} of each)")
+        text += (f" Flipped against held predictions at {where}: similarity "
                  f"{_cell(flipped)} (n = {int(flipped['n'])}) against {_cell(held)} "
-                 f"(n = {int(held['n'])}), difference {_cell(diff)}: {verdict}.")
-    elif flipped is not None or held is not None:
-        text += (f" At ε = {hi:g} the prediction flipped for {_n(flipped)} and held for "
-                 f"{_n(held)} of them: too few on one side to compare.")
+                 f"(n = {int(held['n'])}), difference {_cell(diff)}, Holm p = "
+                 f"{_p_text(family.p(diff))}: {verdict}.")
+    else:
+        flipped = get(model, attack, explainer, hi, "cam_similarity", "flipped")
+        held = get(model, attack, explainer, hi, "cam_similarity", "held")
+        if flipped is not None or held is not None:
+            text += (f" At ε = {hi:g} the prediction flipped for {_n(flipped)} and held for "
+                     f"{_n(held)} of them, and no ε has at least {MIN_GROUP} of each: too few "
+                     "to compare flipped with held predictions.")
     return text
 
 
@@ -243,15 +311,24 @@ def section(results: pd.DataFrame, out: Path, md_table: Callable[[pd.DataFrame],
           out / "attention_outcome.png",
           "Attention shift by outcome of the attack; bars: 95% confidence intervals")
 
-    sentences = []
+    described = []
     for model, attack, explainer in groups:
         if attack == "clean":
             continue
         eps = sorted(set(table[(table["model"] == model) & (table["attack"] == attack)
                                & (table["explainer"] == explainer)]["eps"]))
         if len(eps) >= 2:
-            sentences.append(_sentence(get, model, attack, explainer, eps,
-                                       layers.get((model, explainer))))
+            described.append((model, attack, explainer, eps))
+    family = _Family([claim for model, attack, explainer, eps in described
+                      for claim in _claims(get, model, attack, explainer, eps)])
+    sentences = [_sentence(get, model, attack, explainer, eps, layers.get((model, explainer)),
+                           family) for model, attack, explainer, eps in described]
+    if sentences:
+        sentences.insert(0, f"A change is stated where its 95% interval excludes 0 and its "
+                            f"p-value, read off the interval, stays below {ALPHA:g} after "
+                            f"Holm's correction over the {family.size} changes these "
+                            f"sentences test; flipped and held predictions are compared "
+                            f"where each group has at least {MIN_GROUP} images.\n")
     interval = ("95% bootstrap intervals over images" if runs == 1 else
                 f"means over {runs} runs with 95% t intervals over runs; n counts the images "
                 "of all runs")

@@ -140,6 +140,21 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def p_from_interval(value: float, low: float, high: float, level: float = 0.95) -> float:
+    """Two-sided p-value of "the estimate is 0", read off its confidence interval.
+
+    Normal approximation: the standard error is the interval's width over
+    2·z(1 − (1 − level)/2). For a percentile bootstrap interval it is exact only for
+    a symmetric, normal sampling distribution; it is what lets intervals computed
+    elsewhere (e.g. stored in results.csv) enter a multiple-comparison correction.
+    NaN when the interval is missing or has no width.
+    """
+    if any(math.isnan(float(x)) for x in (value, low, high)) or high <= low:
+        return math.nan
+    se = (high - low) / (2 * _stats.norm.ppf(0.5 + level / 2))
+    return float(2 * _stats.norm.sf(abs(value) / se))
+
+
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
                       resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean(a) - mean(b)``, resampling each side.

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -103,10 +104,11 @@ def test_layer_rows_name_the_used_layer_and_every_offered_one() -> None:
 
 # -- the report ------------------------------------------------------------------
 
-def results(change: Estimate, runs: int = 1, shift: float = 0.0) -> pd.DataFrame:
+def results(change: Estimate, runs: int = 1, shift: float = 0.0,
+            extra: tuple[attention.Measurement, ...] = (), held_n: int = 50) -> pd.DataFrame:
     rows = []
     for run in range(runs):
-        measured_rows = [
+        measured_rows = [*extra,
             *attention.estimate_rows("cam_empty_share", Estimate(0.4, 0.36, 0.44, 500), 0.0),
             *attention.estimate_rows("cam_empty_share", Estimate(0.1, 0.08, 0.13, 500), 0.3),
             *attention.estimate_rows("cam_similarity", Estimate(1.0, 1.0, 1.0, 250), 0.0),
@@ -114,7 +116,8 @@ def results(change: Estimate, runs: int = 1, shift: float = 0.0) -> pd.DataFrame
                                                                 250), 0.3),
             *attention.estimate_rows("cam_background_share[change]", change, 0.3),
             *attention.estimate_rows("cam_similarity[flipped]", Estimate(0.2, 0.1, 0.3, 200), 0.3),
-            *attention.estimate_rows("cam_similarity[held]", Estimate(0.6, 0.5, 0.7, 50), 0.3),
+            *attention.estimate_rows("cam_similarity[held]", Estimate(0.6, 0.5, 0.7, held_n),
+                                     0.3),
             *attention.estimate_rows("cam_similarity[flipped-held]",
                                      Estimate(-0.4, -0.55, -0.25, 250), 0.3),
             attention.Measurement("explained_layer[conv2]", 1.0, None),
@@ -131,7 +134,14 @@ def test_sentences_state_a_change_only_when_its_interval_excludes_zero(tmp_path)
         results(Estimate(0.05, 0.02, 0.08, 250)), tmp_path, _md_table))
     assert "gradcam at `conv2`:** empty maps 40.0% [36.0, 44.0] of 500 clean images" in md
     assert "On the 250 images with a non-empty map at every ε" in md
-    assert "background share rises (+0.050 [0.020, 0.080], n = 250)" in md
+    # a family of two changes: the background share's and flipped - held
+    p_background = 2 * scipy.stats.norm.sf(0.05 / (0.06 / (2 * 1.959964)))
+    p_flip = 2 * scipy.stats.norm.sf(0.4 / (0.3 / (2 * 1.959964)))
+    assert p_flip < p_background
+    holm_background = max(2 * p_flip, p_background)
+    assert f"background share rises (+0.050 [0.020, 0.080], n = 250, Holm p = " \
+           f"{holm_background:.2g})" in md
+    assert "over the 2 changes these sentences test" in md
     assert "attention moves more where the attack succeeds" in md
     assert "(n = 200) against 0.600 [0.500, 0.700] (n = 50)" in md
     assert (tmp_path / "attention.png").stat().st_size > 10_000
@@ -139,9 +149,51 @@ def test_sentences_state_a_change_only_when_its_interval_excludes_zero(tmp_path)
 
     md = "\n".join(attention_report.section(
         results(Estimate(0.05, -0.01, 0.11, 250)), tmp_path, _md_table))
-    assert "background share shows no resolved change (+0.050 [-0.010, 0.110], n = 250; " \
-           "the interval includes 0)" in md
+    assert "background share shows no resolved change (+0.050 [-0.010, 0.110], n = 250, " \
+           "Holm p = 0.1" in md
     assert "rises" not in md
+
+
+def test_a_change_whose_interval_excludes_zero_is_not_stated_if_holm_rejects_it(
+        tmp_path) -> None:
+    # each change alone: p = 0.040 (interval excludes 0); three tested together, Holm
+    # multiplies the second smallest by 2: 0.080
+    half = 1.959964 * 0.03 / 2.053749  # z = 2.0537 <=> p = 0.040
+    change = Estimate(0.03, 0.03 - half, 0.03 + half, 250)
+    intensity = attention.estimate_rows("cam_intensity[change]", change, 0.3)
+    md = "\n".join(attention_report.section(results(change, extra=tuple(intensity)),
+                                             tmp_path, _md_table))
+    assert change.low > 0
+    assert "over the 3 changes these sentences test" in md
+    assert "background share shows no resolved change (+0.030 [0.001, 0.059], n = 250, " \
+           "Holm p = 0.08)" in md
+    assert "mean intensity shows no resolved change" in md
+    assert "rises" not in md and "falls" not in md
+    assert "attention moves more where the attack succeeds" in md  # p ~ 1e-7: survives
+
+
+def test_flipped_and_held_are_compared_only_with_enough_of_each(tmp_path) -> None:
+    md = "\n".join(attention_report.section(
+        results(Estimate(0.05, 0.02, 0.08, 250), held_n=attention_report.MIN_GROUP - 1),
+        tmp_path, _md_table))
+    assert "Flipped against held" not in md and "attention moves" not in md
+    assert ("At ε = 0.3 the prediction flipped for 200 and held for 9 of them, and no ε has "
+            "at least 10 of each: too few to compare") in md
+    assert "over the 1 changes these sentences test" in md  # the split left the family
+
+    # at a smaller eps both groups are large enough: the comparison is made there
+    earlier = (*attention.estimate_rows("cam_similarity[flipped]", Estimate(0.3, 0.2, 0.4, 20),
+                                        0.1),
+               *attention.estimate_rows("cam_similarity[held]", Estimate(0.7, 0.6, 0.8, 230),
+                                        0.1),
+               *attention.estimate_rows("cam_similarity[flipped-held]",
+                                        Estimate(-0.4, -0.55, -0.25, 250), 0.1))
+    md = "\n".join(attention_report.section(
+        results(Estimate(0.05, 0.02, 0.08, 250), held_n=3, extra=earlier), tmp_path, _md_table))
+    assert ("Flipped against held predictions at ε = 0.1 (the largest ε with at least 10 of "
+            "each): similarity 0.300 [0.200, 0.400] (n = 20) against 0.700 [0.600, 0.800] "
+            "(n = 230)") in md
+    assert "attention moves more where the attack succeeds" in md
 
 
 def test_several_runs_combine_with_a_t_interval_over_runs(tmp_path) -> None:

@@ -15,6 +15,7 @@ from benchlab.stats import (
     first_step_reaching,
     format_mean_std,
     holm,
+    p_from_interval,
     runs_needed,
     summarize,
     t_test_power,
@@ -189,3 +190,17 @@ def test_early_auc_by_hand():
 def test_first_step_reaching():
     assert first_step_reaching([0, 100, 200], [0.1, 0.975, 0.99], 0.97) == 100
     assert first_step_reaching([0, 100], [0.1, 0.5], 0.97) is None
+
+
+def test_p_from_interval_inverts_a_normal_interval():
+    # a 95% normal interval of half-width 1.96 * se: the estimate at 1.96 se has p = 0.05
+    se = 0.3
+    half = scipy_stats.norm.ppf(0.975) * se
+    assert p_from_interval(1.96 * se, 1.96 * se - half, 1.96 * se + half) == \
+        pytest.approx(0.05, abs=1e-3)
+    assert p_from_interval(0.0, -half, half) == pytest.approx(1.0)
+    # a 90% interval as wide as a 95% one means a larger standard error: a larger p
+    assert p_from_interval(0.5, 0.5 - half, 0.5 + half, level=0.90) > \
+        p_from_interval(0.5, 0.5 - half, 0.5 + half)
+    assert math.isnan(p_from_interval(0.1, math.nan, 0.2))
+    assert math.isnan(p_from_interval(0.1, 0.1, 0.1))  # no width: nothing to read
