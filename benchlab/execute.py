@@ -234,16 +234,23 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
     # A targeted attack says which classes it aimed at, so success means reaching them.
     aimed_at = component.extra.get("targets")
     targets = aimed_at(model, images, labels, params) if aimed_at is not None else None
+    # Each share comes with the number of images it is taken over (``<metric>.n``).
+    eligible = metrics.predictions(clean_pred) == labels
+    if targets is not None:
+        eligible &= labels != targets
     rows = [row(job, "accuracy", metrics.accuracy(clean_pred, labels), attack=job.attack.key,
-                eps=0.0)]
+                eps=0.0),
+            row(job, "accuracy.n", float(len(labels)), attack=job.attack.key, eps=0.0)]
     for i, e in enumerate(eps):
         adv_pred, _ = _predict(model, adversarial[i], batch)
         linf, l2 = metrics.perturbation_norms(images, adversarial[i])
         where = dict(attack=job.attack.key, eps=e)
         rows += [
             row(job, "accuracy", metrics.accuracy(adv_pred, labels), **where),
+            row(job, "accuracy.n", float(len(labels)), **where),
             row(job, "success_rate",
                 metrics.attack_success_rate(clean_pred, adv_pred, labels, targets), **where),
+            row(job, "success_rate.n", float(eligible.sum()), **where),
             row(job, "linf", linf, **where),
             row(job, "l2", l2, **where),
         ]

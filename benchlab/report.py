@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import scipy.stats  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -444,10 +445,23 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
                     return stats.format_mean_std(stats.summarize(values), scale, digits) \
                         if values else "–"
 
+                def share(metric: str, cell: pd.DataFrame = cell) -> str:
+                    """One run: the share with its Wilson interval over its n images;
+                    several: mean ± std over runs."""
+                    values = cell[cell["metric"] == metric]["value"].tolist()
+                    counts = cell[cell["metric"] == f"{metric}.n"]["value"].tolist()
+                    if len(values) != 1 or len(counts) != 1 or math.isnan(values[0]):
+                        return fmt(metric, 100)
+                    low, high = _wilson(values[0], int(counts[0]))
+                    return f"{100 * values[0]:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+
+                images = cell[cell["metric"] == "accuracy.n"]["value"]
                 table.append({"model": model, "attack": attack, "threat": threat,
                               "eps": f"{eps:g}",
-                              "accuracy (%)": fmt("accuracy", 100),
-                              "success rate (%)": fmt("success_rate", 100),
+                              "images (n)": "–" if images.empty else
+                              "/".join(dict.fromkeys(f"{v:.0f}" for v in images)),
+                              "accuracy (%)": share("accuracy"),
+                              "success rate (%)": share("success_rate"),
                               "mean L∞": fmt("linf", 1, 3), "mean L2": fmt("l2", 1, 3),
                               "attack images/s": speed})
             if minimum:
@@ -469,8 +483,10 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
     _plot_robustness(rows, models, attacks, threats, out / "robustness.png")
     n = int(rows["job"].nunique())
     md = ["## Robustness", "",
-          "Accuracy on the attacked test images (ε = 0: clean images); success rate: share "
-          "of the correctly classified images that the attack makes wrong; L∞/L2: mean "
+          "Accuracy on the attacked test images (ε = 0: clean images) over n images, with "
+          "a 95% Wilson interval (one run) or mean ± std over runs; success rate: share "
+          "of the correctly classified images that the attack makes wrong (same interval, "
+          "over those images); L∞/L2: mean "
           "perturbation size per image; attack images/s: adversarial images made per second "
           "(for an attack bounded by a ball every image at every ε counts once; a "
           "minimum-norm attack makes one per image). An attack bounded by a ball is run "
@@ -485,6 +501,15 @@ def _robustness_section(results: pd.DataFrame, out: Path) -> list[str]:
                "perturbations, in the attack's norm (mean ± std over runs).", "",
                _md_table(pd.DataFrame(found))]
     return md
+
+
+def _wilson(share: float, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a share observed over ``n`` images (NaN, NaN when n is 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    k = round(share * n)
+    ci = scipy.stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],

@@ -43,3 +43,41 @@ def test_step_curves_of_a_run_shorter_than_one_interval_still_plot(tmp_path):
     path = _plot_step_curves(curves, ["a", "b"], (0.97,), "the first 100 test images",
                              tmp_path / "steps.png")
     assert path.stat().st_size > 0
+
+
+def _attack_rows(accuracy_at_0_3, run=0, with_n=True):
+    rows = []
+    for eps, acc, success, eligible in [(0.0, 0.99, None, None),
+                                        (0.3, accuracy_at_0_3, 0.5, 990)]:
+        where = {"job": f"attack-cnn-r{run:02d}-fgsm", "model": "cnn", "dataset": "mnist",
+                 "run": run, "seed": run + 1, "epoch": None, "step": None, "attack": "fgsm",
+                 "eps": eps, "explainer": None}
+        rows.append({**where, "metric": "accuracy", "value": acc})
+        if with_n:
+            rows.append({**where, "metric": "accuracy.n", "value": 1000.0})
+        if success is not None:
+            rows.append({**where, "metric": "success_rate", "value": success})
+            if with_n:
+                rows.append({**where, "metric": "success_rate.n", "value": float(eligible)})
+    return rows
+
+
+def test_robustness_shares_carry_their_n_and_a_wilson_interval(tmp_path):
+    import pandas as pd
+    import scipy.stats
+
+    from benchlab.report import _robustness_section
+
+    md = "\n".join(_robustness_section(pd.DataFrame(_attack_rows(0.25)), tmp_path))
+    wilson = scipy.stats.binomtest(250, 1000).proportion_ci(method="wilson")
+    assert (f"| cnn | fgsm | L∞ ball | 0.3 | 1000 | 25.00 [{100 * wilson.low:.2f}, "
+            f"{100 * wilson.high:.2f}] |") in md
+    success = scipy.stats.binomtest(495, 990).proportion_ci(method="wilson")
+    assert f"50.00 [{100 * success.low:.2f}, {100 * success.high:.2f}]" in md
+    assert "over n images, with a 95% Wilson interval" in md
+
+    # several runs: mean ± std over runs; results written before the counts: no interval
+    two = pd.DataFrame(_attack_rows(0.25) + _attack_rows(0.35, run=1))
+    assert "| 0.3 | 1000 | 30.00 ± 7.07 |" in "\n".join(_robustness_section(two, tmp_path))
+    old = pd.DataFrame(_attack_rows(0.25, with_n=False))
+    assert "| 0.3 | – | 25.00 |" in "\n".join(_robustness_section(old, tmp_path))
