@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise _UsageError("run: give a suite file (or --resume DIR)")
         suite = _load(args.suite, args.set)
         out = _claim(Path(args.out)) if args.out else _claim_new(default_output_dir(suite))
-    resume_hint = f"benchlab run {args.suite or ''} --resume {out}".replace("  ", " ")
+    # The saved suite.yaml holds the suite as resolved, --set overrides included, so
+    # the hint names no suite file; it repeats the options that say where jobs run.
+    where = [f"--device {args.device}"] if args.device != "auto" else []
+    if args.executor == "dask":
+        where.append("--executor dask")
+        where += [f"--workers {args.workers}"] if args.workers else []
+        where += [f"--scheduler {shlex.quote(args.scheduler)}"] if args.scheduler else []
+    resume_hint = " ".join(["benchlab run --resume", shlex.quote(str(out)), *where])
     executor = None
     if args.executor == "dask":
         from benchlab.executors.dask import DaskExecutor

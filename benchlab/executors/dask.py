@@ -15,10 +15,13 @@ that the task's jobs fail with a message that says so.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +98,13 @@ class DaskExecutor:
                        dask.config.get("distributed.nanny.pre-spawn-environ").items()
                        if k != "MALLOC_TRIM_THRESHOLD_"}
             with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                                  "distributed.nanny.pre-spawn-environ": environ}):
+                                  "distributed.nanny.pre-spawn-environ": environ}), \
+                    _workers_ignore_ctrl_c():
+                # ":0": any free port for the scheduler's HTTP server (8787 may be taken
+                # by another cluster, and Dask warns on screen when it is)
                 self._cluster = distributed.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=40,
+                    dashboard_address=":0", silence_logs=40,
                     resources={"GPU": 1} if gpus else None)
             self.client = distributed.Client(self._cluster, set_as_default=False)
         self._as_completed = distributed.as_completed(loop=self.client.loop)
@@ -233,6 +239,26 @@ class DaskExecutor:
             self.client.close()
             if self._cluster is not None:
                 self._cluster.close()
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (they inherit it), then restore it.
+
+    Ctrl-C in a terminal reaches the whole foreground process group: without this,
+    every worker of a LocalCluster dies of it at once, printing its traceback, while
+    the client is still cancelling tasks. With it the client alone is interrupted
+    and shuts the cluster down in order. Outside the main thread (where signal
+    handlers cannot be set) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _cuda_devices() -> int:
