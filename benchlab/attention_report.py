@@ -34,6 +34,7 @@ from benchlab import stats
 _NAME = re.compile(r"^(?P<base>[a-z_]+)(?:\[(?P<qualifier>[^\]]+)\])?"
                    r"(?:\.(?P<stat>n|ci_low|ci_high))?$")
 _KEYS = ["model", "attack", "explainer", "eps", "base", "qualifier"]
+CONTROLS = ("random",)  # explainers drawn dashed: what the others are read against
 MIN_GROUP = 10  # images in each of the flipped and held groups before they are compared
 ALPHA = 0.05
 
@@ -225,7 +226,9 @@ def _plot(table: pd.DataFrame, groups: list[tuple[str, str, str]], panels: list[
             low = (sub["value"] - sub["low"]).clip(lower=0).fillna(0)
             high = (sub["high"] - sub["value"]).clip(lower=0).fillna(0)
             ax.errorbar(sub["eps"], sub["value"], yerr=[low, high], marker="o", ms=3,
-                        capsize=2, label=f"{model} · {attack} · {explainer}")
+                        capsize=2, label=f"{model} · {attack} · {explainer}",
+                        linestyle="--" if explainer in CONTROLS else "-",
+                        alpha=0.6 if explainer in CONTROLS else 1.0)
         ax.set_xlabel("ε")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
@@ -236,6 +239,33 @@ def _plot(table: pd.DataFrame, groups: list[tuple[str, str, str]], panels: list[
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_sanity(table: pd.DataFrame, path: Path) -> bool:
+    """The model-randomisation check as one bar per model and explainer, with its
+    interval; False (and no file) when no explain job measured it."""
+    rows = table[(table["base"] == "sanity_rank_correlation") & (table["qualifier"] == "")
+                 & (table["eps"] == 0.0)].drop_duplicates(["model", "explainer"])
+    if rows.empty:
+        return False
+    labels = [f"{r.model} · {r.explainer}  (n = {int(r.n)})" for r in rows.itertuples()]
+    low = (rows["value"] - rows["low"]).clip(lower=0).fillna(0)
+    high = (rows["high"] - rows["value"]).clip(lower=0).fillna(0)
+    colors = ["0.6" if e in CONTROLS else "C0" for e in rows["explainer"]]
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(rows) + 1.4))
+    ax.barh(range(len(rows)), rows["value"], xerr=[low, high], color=colors, capsize=3)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(min(-0.1, float(rows["low"].min()) - 0.05), 1.0)
+    ax.set_xlabel("Spearman r, maps of trained vs randomised weights", fontsize=8)
+    ax.set_title("Model-randomisation check, clean images (near 0: the maps depend on\n"
+                 "what the model learnt); bars: 95% intervals", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def section(results: pd.DataFrame, out: Path, md_table: Callable[[pd.DataFrame], str]
@@ -361,8 +391,10 @@ def section(results: pd.DataFrame, out: Path, md_table: Callable[[pd.DataFrame],
                "from the same architecture with freshly drawn weights, each explaining its own "
                "prediction (Adebayo et al., 2018), over the images where both maps are "
                "non-constant (n). Near 0: the maps depend on what the model learnt; near 1: "
-               "they would look the same for an untrained model.", "",
-               md_table(pd.DataFrame(sanity))]
+               "they would look the same for an untrained model.", ""]
+        if _plot_sanity(table, out / "attention_sanity.png"):
+            md += ["![model-randomisation check](attention_sanity.png)", ""]
+        md += [md_table(pd.DataFrame(sanity))]
     if layer_rows:
         md += ["### Empty maps at every layer offered", "",
                "Share of empty maps if the explainer used each layer it offers instead "

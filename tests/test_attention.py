@@ -146,6 +146,7 @@ def test_sentences_state_a_change_only_when_its_interval_excludes_zero(tmp_path)
     assert "(n = 200) against 0.600 [0.500, 0.700] (n = 50)" in md
     assert (tmp_path / "attention.png").stat().st_size > 10_000
     assert (tmp_path / "attention_outcome.png").exists()
+    assert not (tmp_path / "attention_sanity.png").exists()  # no sanity rows: no plot
 
     md = "\n".join(attention_report.section(
         results(Estimate(0.05, -0.01, 0.11, 250)), tmp_path, _md_table))
@@ -208,3 +209,13 @@ def test_several_runs_combine_with_a_t_interval_over_runs(tmp_path) -> None:
     md = "\n".join(attention_report.section(
         results(Estimate(0.05, 0.02, 0.08, 250), runs=3, shift=0.1), tmp_path, _md_table))
     assert "means over 3 runs with 95% t intervals over runs" in md
+
+
+def test_the_randomisation_check_is_tabled_and_plotted(tmp_path) -> None:
+    sanity = tuple(attention.estimate_rows("sanity_rank_correlation",
+                                           Estimate(0.25, 0.2, 0.3, 480), 0.0))
+    md = "\n".join(attention_report.section(
+        results(Estimate(0.05, 0.02, 0.08, 250), extra=sanity), tmp_path, _md_table))
+    assert "![model-randomisation check](attention_sanity.png)" in md
+    assert "| cnn | gradcam | 480 | 0.250 [0.200, 0.300] |" in md
+    assert (tmp_path / "attention_sanity.png").stat().st_size > 5_000

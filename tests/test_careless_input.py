@@ -64,7 +64,8 @@ def test_a_full_disk_names_the_path_and_the_resume_command(toy_cli, tmp_path, ca
     assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 2
     [line] = _lines(capsys.readouterr().err)
     assert line.startswith(f"benchlab: No space left on device writing {out}")
-    assert line.endswith(f"Free space, then continue with: benchlab run {toy_cli} --resume {out}")
+    assert line.endswith(f"Free space, then continue with: benchlab run --resume {out} "
+                         "--device cpu")
 
 
 def test_a_closed_pipe_is_not_a_traceback():

@@ -14,6 +14,7 @@ that the task's jobs fail with a message that says so.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -101,10 +102,13 @@ class DaskExecutor:
                                   "distributed.nanny.pre-spawn-environ": environ}), \
                     _workers_ignore_ctrl_c():
                 # ":0": any free port for the scheduler's HTTP server (8787 may be taken
-                # by another cluster, and Dask warns on screen when it is)
+                # by another cluster, and Dask warns on screen when it is). Dask's log
+                # lines stay off the screen up to ERROR: a job that fails says why in
+                # jobs.csv and its log file, and the shutdown after Ctrl-C logs a worker's
+                # lost heartbeat with a traceback.
                 self._cluster = distributed.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
-                    dashboard_address=":0", silence_logs=40,
+                    dashboard_address=":0", silence_logs=logging.CRITICAL,
                     resources={"GPU": 1} if gpus else None)
             self.client = distributed.Client(self._cluster, set_as_default=False)
         self._as_completed = distributed.as_completed(loop=self.client.loop)
