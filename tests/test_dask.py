@@ -229,3 +229,32 @@ def test_ctrl_c_stops_the_cluster_it_started_and_resume_completes(tmp_path, loca
     assert "already done" in resumed.stderr
     pd.testing.assert_frame_equal(_measurements(out), _measurements(local_reference),
                                   check_exact=False, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.suite
+def test_workers_of_a_cluster_benchlab_starts_ignore_ctrl_c_even_after_a_restart():
+    from benchlab.executors.dask import DaskExecutor
+
+    def state():
+        import os
+        import signal
+        return os.getpid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+    executor = DaskExecutor("cpu", workers=1)
+    try:
+        ((pid, ignored),) = executor.client.run(state).values()
+        assert ignored
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process
+        deadline, now = time.monotonic() + 60, None
+        while time.monotonic() < deadline and now is None:
+            try:
+                got = list(executor.client.run(state).values())
+            except Exception:  # noqa: BLE001 - the worker is still coming back
+                got = []
+            if got and got[0][0] != pid:
+                now = got[0]
+            time.sleep(0.5)
+        assert now is not None, "the worker was not restarted"
+        assert now[1], "a restarted worker would die of Ctrl-C"
+    finally:
+        executor.close()

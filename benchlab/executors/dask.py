@@ -111,6 +111,8 @@ class DaskExecutor:
                     dashboard_address=":0", silence_logs=logging.CRITICAL,
                     resources={"GPU": 1} if gpus else None)
             self.client = distributed.Client(self._cluster, set_as_default=False)
+            # and a worker the nanny restarts later (after a crash) ignores it too
+            self.client.register_worker_callbacks(setup=_ignore_ctrl_c)
         self._as_completed = distributed.as_completed(loop=self.client.loop)
         self._tasks: dict[Any, Task] = {}
         self._shared: dict[str, Any] = {}
@@ -263,6 +265,12 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _ignore_ctrl_c() -> None:
+    """Run on every worker of a LocalCluster benchlab started, including restarted ones."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cuda_devices() -> int:
