@@ -235,9 +235,7 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
     aimed_at = component.extra.get("targets")
     targets = aimed_at(model, images, labels, params) if aimed_at is not None else None
     # Each share comes with the number of images it is taken over (``<metric>.n``).
-    eligible = metrics.predictions(clean_pred) == labels
-    if targets is not None:
-        eligible &= labels != targets
+    eligible = metrics.attackable(clean_pred, labels, targets)
     rows = [row(job, "accuracy", metrics.accuracy(clean_pred, labels), attack=job.attack.key,
                 eps=0.0),
             row(job, "accuracy.n", float(len(labels)), attack=job.attack.key, eps=0.0)]

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ComponentError", "check_adversarial", "check_explanation", "check_found",
-           "check_logits", "delta_norms"]
+__all__ = ["ComponentError", "check_adversarial", "check_explainer_input", "check_explanation",
+           "check_found", "check_logits", "delta_norms"]
 
 
 class ComponentError(Exception):
@@ -95,6 +95,13 @@ def delta_norms(delta: torch.Tensor, norm: str, atol: float) -> torch.Tensor:
     if norm == "l0":
         return (delta.abs() > atol).any(dim=-3).flatten(-2).sum(dim=-1).to(delta.dtype)
     raise ValueError(f"unknown norm {norm!r}; expected linf, l2, l1 or l0")
+
+
+def check_explainer_input(images: torch.Tensor) -> None:
+    """What an explainer receives: a float tensor (N, C, H, W); ValueError otherwise."""
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (N, C, H, W), got "
+                         f"{images.dtype} {tuple(images.shape)}")
 
 
 def check_explanation(images: torch.Tensor, maps: object, *, atol: float = 1e-5) -> None:

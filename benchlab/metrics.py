@@ -34,6 +34,7 @@ __all__ = [
     "Estimate",
     "accuracy",
     "attack_success_rate",
+    "attackable",
     "background_share",
     "cam_intensity",
     "cam_similarity",
@@ -62,6 +63,14 @@ def accuracy(logits_or_preds: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return correct.float().mean(dim=-1)
 
 
+def attackable(clean_pred: torch.Tensor, labels: torch.Tensor,
+               targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The images an attack's success rate is taken over (bool, (N,)): correctly
+    classified and, for a targeted attack, not already labelled as their target."""
+    eligible = predictions(clean_pred) == labels
+    return eligible if targets is None else eligible & (labels != targets)
+
+
 def attack_success_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels: torch.Tensor,
                         targets: torch.Tensor | None = None) -> torch.Tensor:
     """Share of the initially correct images that the attack gets past.
@@ -74,14 +83,9 @@ def attack_success_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels
     about the attack. ``adv_pred`` may carry leading dimensions (E, N, ...); the
     result has shape (E,). NaN when no image counts.
     """
-    clean = predictions(clean_pred)
     adv = predictions(adv_pred)
-    eligible = clean == labels
-    if targets is None:
-        success = adv != labels
-    else:
-        eligible = eligible & (labels != targets)
-        success = adv == targets
+    eligible = attackable(clean_pred, labels, targets)
+    success = adv != labels if targets is None else adv == targets
     hits = (success & eligible).float().sum(dim=-1)
     return hits / eligible.float().sum(dim=-1)
 

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 import benchlab
 from benchlab.adapters import library_call, params_from_signature
 from benchlab.components import Params
+from benchlab.guards import check_explainer_input
 from benchlab.plugins import require_library
 from benchlab_plugins.gradcam import normalize_maps, resolve_layer
 
@@ -198,9 +199,7 @@ def make_explainer(name: str, cls: type) -> Callable[..., torch.Tensor]:
 
     def explain(model: torch.nn.Module, images: torch.Tensor, params: Params) -> torch.Tensor:
         """Maps (N, H, W) in [0, 1] for ``images`` (N, C, H, W) in [0, 1]."""
-        if images.dim() != 4 or not images.is_floating_point():
-            raise ValueError(f"images must be a float tensor (N, C, H, W), got "
-                             f"{images.dtype} {tuple(images.shape)}")
+        check_explainer_input(images)
         out = images.new_zeros(images.shape[0], *images.shape[-2:])
         values = params.model_dump()
         with library_call(model, images.device) as frozen:

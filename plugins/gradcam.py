@@ -30,6 +30,7 @@ from pydantic import Field
 
 import benchlab
 from benchlab import Params
+from benchlab.guards import check_explainer_input
 from benchlab.modes import frozen_eval
 from benchlab.plugins import unknown_name_message
 
@@ -185,9 +186,7 @@ def _explain_batch(model: torch.nn.Module, layer_name: str, layer: torch.nn.Modu
 
 def gradcam(model: torch.nn.Module, images: torch.Tensor, params: GradCAMParams) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) in [0, 1] for ``images`` (N, C, H, W) in [0, 1]."""
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (N, C, H, W), got "
-                         f"{images.dtype} {tuple(images.shape)}")
+    check_explainer_input(images)
     layer_name, layer = resolve_layer(model, params.layer)
     out = images.new_zeros(images.shape[0], *images.shape[-2:])
     with frozen_eval(model):

@@ -17,6 +17,7 @@ from pydantic import Field
 
 import benchlab
 from benchlab import Params
+from benchlab.guards import check_explainer_input
 
 
 class RandomMapsParams(Params):
@@ -29,9 +30,7 @@ class RandomMapsParams(Params):
 def random_maps(model: torch.nn.Module, images: torch.Tensor,
                 params: RandomMapsParams) -> torch.Tensor:
     """Uniform noise maps (N, H, W) in [0, 1) for ``images`` (N, C, H, W)."""
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (N, C, H, W), got "
-                         f"{images.dtype} {tuple(images.shape)}")
+    check_explainer_input(images)
     generator = None if params.seed is None else torch.Generator().manual_seed(params.seed)
     shape = (images.shape[0], *images.shape[-2:])
     return torch.rand(shape, generator=generator).to(device=images.device, dtype=images.dtype)
