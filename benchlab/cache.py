@@ -39,6 +39,7 @@ import torch
 
 import benchlab
 from benchlab.components import Component
+from benchlab.files import write_synced
 
 CACHE_ENV = "BENCHLAB_CACHE"
 DIGESTS = "digests.json"
@@ -151,9 +152,9 @@ class ModelCache:
                      "metrics.json": json.dumps(metrics).encode(),
                      "identity.json": json.dumps(identity, indent=2, sort_keys=True).encode()}
             for name, blob in blobs.items():
-                _write(tmp / name, blob)
+                write_synced(tmp / name, blob)
             digests = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
-            _write(tmp / DIGESTS, json.dumps(digests, indent=1).encode())
+            write_synced(tmp / DIGESTS, json.dumps(digests, indent=1).encode())
             if not _rename_dir(tmp, folder):
                 self._replace_unless_valid(tmp, folder, state)
         finally:
@@ -175,13 +176,6 @@ class ModelCache:
             pass
         _rename_dir(tmp, folder)  # losing to a concurrent writer here is fine as well
         shutil.rmtree(aside, ignore_errors=True)
-
-
-def _write(path: Path, blob: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _rename_dir(src: Path, dst: Path) -> bool:

@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from benchlab.messages import NORM_LABELS
+
 KINDS = ("dataset", "model", "attack", "explainer")
 Kind = Literal["dataset", "model", "attack", "explainer"]
 Split = Literal["train", "test"]
@@ -130,7 +132,7 @@ class ThreatModel:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
 
     def __str__(self) -> str:
-        name = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}[self.norm]
+        name = NORM_LABELS[self.norm]
         return f"minimum {name}" if self.minimum_norm else f"{name} ball"
 
 

@@ -34,6 +34,7 @@ import torch
 from benchlab import attention, guards, metrics, threat, training
 from benchlab.components import Component, DatasetSplit
 from benchlab.jobs import Job
+from benchlab.messages import describe
 from benchlab.plugins import Registry
 
 StateDict = dict[str, torch.Tensor]
@@ -406,9 +407,8 @@ def blame(kind: str, key: str, component: Component) -> Iterator[None]:
     except guards.ComponentError as exc:  # a broken contract, found by a guard
         raise Attributed(f"{kind} '{key}' from {component.provenance}: {exc}") from exc
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        raise Attributed(f"{kind} '{key}' from {component.provenance}: {text}") from exc
+        raise Attributed(f"{kind} '{key}' from {component.provenance}: {describe(exc)}") \
+            from exc
 
 
 class Attributed(guards.ComponentError):

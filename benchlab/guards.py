@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from benchlab.messages import NORM_LABELS
+
 __all__ = ["ComponentError", "check_adversarial", "check_explainer_input", "check_explanation",
            "check_found", "check_logits", "delta_norms"]
 
@@ -48,7 +50,7 @@ def check_adversarial(images: torch.Tensor, adv: object, eps: Sequence[float], *
     excess = [d - e - t for d, e, t in zip(dist, eps, tolerance, strict=True)]
     worst = max(range(len(eps)), key=excess.__getitem__)
     if excess[worst] > 0:
-        name = _NORM_NAMES.get(norm, norm)
+        name = NORM_LABELS.get(norm, norm)
         bars = ("|", "|") if norm == "linf" else ("‖", "‖")
         raise ComponentError(
             f"adversarial batch: outside the {name} ε-ball: max {bars[0]}adv - x{bars[1]} = "
@@ -77,9 +79,6 @@ def check_found(images: torch.Tensor, adv: object, *, atol: float = 1e-5) -> Non
     low, high = _host(*torch.aminmax(adv))
     _raise_if_nonfinite("adversarial batch", adv, low, high)
     _raise_if_outside_unit_range("adversarial batch", low, high, atol)
-
-
-_NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def delta_norms(delta: torch.Tensor, norm: str, atol: float) -> torch.Tensor:

@@ -16,11 +16,9 @@ blocks one), everything else still works, and ``benchlab plugins`` shows it.
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import os
 import re
-import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +29,8 @@ from pydantic import BaseModel
 
 from benchlab import hookspecs
 from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Provenance
+from benchlab.messages import describe
+from benchlab.messages import unknown_name as unknown_name_message
 
 ENTRY_POINT_GROUP = "benchlab"
 OPTIONAL_GROUP = "benchlab.optional"
@@ -243,14 +243,6 @@ class Registry:
         return [self._components[kind][n] for n in self.names(kind)]
 
 
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    listing = ", ".join(known) if known else "none registered"
-    return f"unknown {kind} '{name}'{hint}; known: {listing}"
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -330,7 +322,7 @@ def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
             except BaseException as exc:  # noqa: BLE001 - one broken plugin must not stop the rest
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                fail(name, provenance.distribution, _one_line(exc), exc)
+                fail(name, provenance.distribution, describe(exc), exc)
                 continue
         if pm.get_plugin(name) is not None or any(p is target for p in pm.get_plugins()) \
                 or name in registry.plugins:
@@ -338,7 +330,7 @@ def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
         try:
             pm.register(target, name=name)
         except Exception as exc:
-            fail(name, provenance.distribution, _one_line(exc), exc)
+            fail(name, provenance.distribution, describe(exc), exc)
             continue
         loaded.append((name, provenance))
         left_out = getattr(target, "LEFT_OUT", None)
@@ -364,21 +356,12 @@ def _load(registry: Registry, candidates: Iterable[tuple[str, Any, Provenance]],
                 raise
             except Exception as exc:
                 fail(provenance.plugin, provenance.distribution,
-                     f"{hook_name}: {_one_line(exc)}", exc)
+                     f"{hook_name}: {describe(exc)}", exc)
     for name, provenance in loaded:
         registry.plugins.setdefault(
             name, PluginInfo(name, provenance.distribution, provenance.version))
     if strict and registry.collisions:
         raise PluginError(str(registry.collisions[0]))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    if len(text.splitlines()) > 1:
-        text = text.splitlines()[0]
-    if text.endswith(":"):
-        text += " " + "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,8 @@ import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from benchlab import attention_report, stats, verdict  # noqa: E402
-from benchlab.store import atomic_write_text, read_results  # noqa: E402
+from benchlab.files import atomic_write_text  # noqa: E402
+from benchlab.store import read_results  # noqa: E402
 
 log = logging.getLogger("benchlab.report")
 

@@ -28,9 +28,10 @@ from benchlab.data import data_root
 from benchlab.environment import environment
 from benchlab.execute import THREADS_PER_RUN, JobResult, split_records, train_rows
 from benchlab.executors import Done, Executor, Task
+from benchlab.files import atomic_write_text
 from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
-from benchlab.store import JobRecord, RunStore, atomic_write_text
+from benchlab.store import JobRecord, RunStore
 from benchlab.suite import Suite
 
 __all__ = ["Outcome", "default_output_dir", "resolve_device", "run_suite"]

@@ -139,7 +139,7 @@ def test_default_layer_equals_naming_it() -> None:
 
 
 def test_unknown_layer_lists_valid_names_with_a_suggestion() -> None:
-    with pytest.raises(ValueError, match=r"unknown layer 'bn3' \(did you mean 'bn2'\?\).*"
+    with pytest.raises(ValueError, match=r"unknown layer 'bn3'; did you mean 'bn2'\?.*"
                                          r"conv1, bn1, conv2, bn2"):
         gradcam(FourLayer(), torch.rand(1, 1, 12, 12), GradCAMParams(layer="bn3"))
     with pytest.raises(ValueError, match="feature map"):

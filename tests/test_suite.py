@@ -230,7 +230,7 @@ def test_an_alias_bomb_in_an_override_is_refused(tmp_path, toy_registry):
     ("alias_bomb", 9, "aliases expand to more than 100,000 values"),
     ("deep_nesting", 4, "nested deeper than 32 levels"),
     ("duplicate_keys", 7, "train.epochs: duplicate key 'epochs' (also on line 5)"),
-    ("unknown_layer", 11, "explainers.0.layer: with model 'cnn': unknown layer 'conv9' (did you mean 'conv2'?); known: conv1, relu1, conv2, relu2"),
+    ("unknown_layer", 11, "explainers.0.layer: with model 'cnn': unknown layer 'conv9'; did you mean 'conv2'? (known: conv1, relu1, conv2, relu2)"),
     ("klass_out_of_range", 11, "explainers.0.klass: with model 'cnn': expected a class below 10"),
     ("seed_overflow", 5, "train.seed: expected a value <= 4294967295, got 18446744073709551616"),
     ("lr_inf", 5, "train.lr: expected a finite number, got inf"),

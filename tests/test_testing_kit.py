@@ -582,7 +582,7 @@ def test_resolve_finds_by_name_and_kind(registry):
 def test_resolve_suggests_the_closest_name(registry):
     with pytest.raises(LookupError, match="did you mean 'fgsm_like'"):
         resolve(registry, "fgsm_lik")
-    with pytest.raises(LookupError, match="unknown attack 'shraed' \\(did you mean 'shared'"):
+    with pytest.raises(LookupError, match="unknown attack 'shraed'; did you mean 'shared'"):
         resolve(registry, "shraed", "attack")
 
 
