@@ -31,6 +31,7 @@ from benchlab import hookspecs
 from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Provenance
 from benchlab.messages import describe
 from benchlab.messages import unknown_name as unknown_name_message
+from benchlab.registration import keyword_problem
 
 ENTRY_POINT_GROUP = "benchlab"
 OPTIONAL_GROUP = "benchlab.optional"
@@ -155,6 +156,9 @@ class Registry:
 
         def register(name: str, obj: Any, *, params: type[BaseModel] | None = None,
                      description: str = "", **extra: Any) -> None:
+            problem = keyword_problem(kind, extra)
+            if problem is not None:
+                raise PluginError(f"plugin {provenance}: {kind} {name!r}: {problem}")
             self.add(Component(kind=kind, name=name, obj=obj, params=params or NoParams,
                                provenance=provenance, description=description, extra=extra))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -201,6 +202,37 @@ def test_bad_registrations_are_rejected(call, message):
     plugin = _plugin(register_attacks=call)
     with pytest.raises(PluginError, match=message):
         build_registry([("p", plugin, Provenance("p", "d", "1"))], entry_points=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "keywords", "message"),
+    [
+        ("attack", {"check_modle": print},
+         "plugin p (d 1): attack 'x': unknown keyword 'check_modle'; did you mean 'check_model'?"),
+        ("attack", {"layers": ["conv1"]}, "unknown keyword 'layers'"),  # a model's keyword
+        ("model", {"layers": "conv1"}, "keyword 'layers': expected a list of module names"),
+        ("explainer", {"layer_choices": ["a"]}, "keyword 'layer_choices': expected a function"),
+        ("dataset", {"targets": print}, "a dataset accepts: params, description, library"),
+    ],
+)
+def test_registration_keywords_are_declared_per_kind(kind, keywords, message):
+    def call(register):
+        register("x", lambda *a: None, **keywords)
+
+    plugin = _plugin(**{f"register_{kind}s": call})
+    with pytest.raises(PluginError, match=re.escape(message)):
+        build_registry([("p", plugin, Provenance("p", "d", "1"))], entry_points=False)
+
+
+def test_every_builtin_registration_keyword_is_declared():
+    from benchlab.plugins import default_registry
+    from benchlab.registration import KEYWORDS
+
+    registry = default_registry()
+    registry.load_all()
+    for kind in KEYWORDS:
+        for component in registry.components(kind):
+            assert set(component.extra) <= set(KEYWORDS[kind]), component.name
 
 
 def test_a_hook_that_raises_is_reported_not_fatal():

@@ -1,0 +1,85 @@
+"""The keywords a plugin may pass to ``register`` beyond ``params`` and ``description``.
+
+Each kind of component declares what it accepts, with the type it expects, so a
+misspelt or misplaced keyword (``check_modle=``, ``layers=`` on an attack) fails
+when the plugin registers, naming the plugin, instead of being kept and never
+read. What a keyword means is documented in ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from benchlab.components import Kind, ThreatModel
+from benchlab.messages import did_you_mean
+
+__all__ = ["KEYWORDS", "Keyword", "keyword_problem"]
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One accepted keyword: its name, what it must be (in words) and the check."""
+
+    name: str
+    expected: str
+    accepts: Callable[[Any], bool]
+    meaning: str
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_names(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and
+            all(isinstance(v, str) and v for v in value))
+
+
+def _is_threat(value: Any) -> bool:
+    return isinstance(value, ThreatModel) or callable(value)
+
+
+_LIBRARY = Keyword("library", "the adapted library's name and version, as text", _is_text,
+                   "an adapter's library, listed by `benchlab plugins`")
+_CHECK_MODEL = Keyword("check_model", "a function (model, info, params)", callable,
+                       "checks parameters that depend on the model before anything trains")
+
+#: kind -> keyword name -> what it must be
+KEYWORDS: dict[Kind, dict[str, Keyword]] = {
+    "dataset": {k.name: k for k in (_LIBRARY,)},
+    "model": {k.name: k for k in (
+        _LIBRARY,
+        Keyword("layers", "a list of module names", _is_names,
+                "the module names explainers can address; the kit checks they exist"),
+    )},
+    "attack": {k.name: k for k in (
+        _LIBRARY, _CHECK_MODEL,
+        Keyword("threat", "a benchlab.ThreatModel or a function (params) -> ThreatModel",
+                _is_threat, "the norm the attack bounds, or that it is minimum-norm"),
+        Keyword("targets", "a function (model, images, labels, params) -> classes", callable,
+                "the classes a targeted attack aims at, so success means reaching them"),
+    )},
+    "explainer": {k.name: k for k in (
+        _LIBRARY, _CHECK_MODEL,
+        Keyword("layer_choices", "a function (model, images) -> layer names", callable,
+                "the layers the explainer can be computed at"),
+        Keyword("explained_layer", "a function (model, params) -> layer name", callable,
+                "the layer the given parameters explain"),
+    )},
+}
+
+
+def keyword_problem(kind: Kind, extra: Mapping[str, Any]) -> str | None:
+    """What is wrong with the keywords ``extra`` given to ``register`` for a ``kind``."""
+    accepted = KEYWORDS[kind]
+    for name, value in extra.items():
+        keyword = accepted.get(name)
+        if keyword is None:
+            known = ", ".join(sorted(accepted)) or "none"
+            return (f"unknown keyword '{name}'{did_you_mean(name, accepted)} "
+                    f"(a {kind} accepts: params, description, {known})")
+        if not keyword.accepts(value):
+            return f"keyword '{name}': expected {keyword.expected}, got {value!r}"
+    return None
