@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import inspect
 import io
 import json
 import logging
@@ -37,8 +36,6 @@ from typing import Any
 import platformdirs
 import torch
 
-import benchlab
-from benchlab.components import Component
 from benchlab.files import write_synced
 
 CACHE_ENV = "BENCHLAB_CACHE"
@@ -57,33 +54,6 @@ def cache_root() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(platformdirs.user_cache_dir("benchlab")) / "models"
-
-
-def _file_digest(obj: Any) -> str:
-    try:
-        path = inspect.getsourcefile(obj)
-    except TypeError:
-        path = None
-    if not path or not os.path.exists(path):
-        return "unknown"
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def code_version(model: Component) -> dict[str, str]:
-    """What code a checkpoint depends on: benchlab, its trainer, the model's plugin."""
-    from benchlab import training
-
-    return {
-        "benchlab": benchlab.__version__,
-        "training": _file_digest(training),
-        "model_plugin": f"{model.provenance.distribution} {model.provenance.version}",
-        "model_source": _file_digest(model.obj),
-    }
-
-
-def model_key(identity: dict[str, Any]) -> str:
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 class DamagedEntry(Exception):

@@ -39,11 +39,6 @@ from benchlab.plugins import Registry
 
 StateDict = dict[str, torch.Tensor]
 
-# Every training run on a CPU computes with one intra-op thread, alone, in a pack or on
-# a one-thread cluster worker: thread counts change float rounding, and the difference
-# compounds over epochs (seed 1 of cnn on 10,000 MNIST images, 1 epoch: test loss
-# 0.290907 with 2 threads, 0.288377 with 1 thread alone and in a pack of 2, measured).
-THREADS_PER_RUN = 1
 OnEpoch = Callable[[str, dict[str, float]], None]
 
 _EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
@@ -186,7 +181,7 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
         trained = training.train_runs(builds, train, test, config,
                                       [job.seed for job in jobs], device=ws.device,
                                       on_epoch=tick, curve_split=curve,
-                                      threads=THREADS_PER_RUN if ws.device.type == "cpu"
+                                      threads=training.THREADS_PER_RUN if ws.device.type == "cpu"
                                       else None)
     except Exception as exc:  # noqa: BLE001 - re-raised, attributed to the run's model
         culprit = jobs[getattr(exc, "benchlab_run", 0)]

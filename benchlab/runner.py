@@ -23,12 +23,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchlab.cache import ModelCache, code_version, model_key
+from benchlab.cache import ModelCache
 from benchlab.data import data_root
 from benchlab.environment import environment
-from benchlab.execute import THREADS_PER_RUN, JobResult, split_records, train_rows
+from benchlab.execute import JobResult, split_records, train_rows
 from benchlab.executors import Done, Executor, Task
 from benchlab.files import atomic_write_text
+from benchlab.identity import expected_state, model_identity, model_key
 from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
 from benchlab.store import JobRecord, RunStore
@@ -56,29 +57,6 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def identity(job: Job, registry: Registry, device_type: str = "cpu") -> dict[str, Any]:
-    """Everything a train job's weights depend on: the model cache's key material.
-
-    Beyond the configuration and seed: the code, torch's version, the kind of device
-    and, on a CPU, the intra-op threads a run computes with (fixed, so that where
-    and beside what a run was scheduled does not matter).
-
-    The learning-curve keys do not change the weights, but a cache entry holds the
-    curve it was trained with, so they count when a curve is recorded; without one
-    they are left out and keys stay those of suites that predate them.
-    """
-    skip = {"test_batch_size"} | ({"eval_every", "eval_size"}
-                                  if job.train.get("eval_every") is None else set())
-    train = {k: v for k, v in job.train.items() if k not in skip}
-    compute: dict[str, Any] = {"device": device_type, "torch": torch.__version__}
-    if device_type == "cpu":
-        compute["threads_per_run"] = THREADS_PER_RUN
-    return {"model": job.model.name, "params": job.model.params,
-            "dataset": job.dataset, "train": train, "seed": job.seed,
-            "code": code_version(registry.get("model", job.model.name)),
-            "compute": compute}
 
 
 def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = "auto",
@@ -156,18 +134,6 @@ def _run(suite: Suite, registry: Registry, out_dir: Path, dev: torch.device | st
                    failed=runner.failed)
 
 
-def expected_state(job: Job, registry: Registry) -> dict[str, torch.Tensor]:
-    """The state dict of the job's model, freshly built: what a cached one must look like."""
-    component = registry.get("model", job.model.name)
-    info = registry.get("dataset", job.dataset["name"]).obj.info
-    params = component.params.model_validate(job.model.params)
-    try:
-        with torch.device("meta"):  # names and shapes only: no memory, no initialisation
-            return component.obj(info, params).state_dict()
-    except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" is built for real
-        return component.obj(info, params).state_dict()
-
-
 def _with_models(jobs: list[Job], done: set[str], cache: ModelCache, registry: Registry,
                  log: Callable[[str], None], device_type: str = "cpu") -> set[str]:
     """``done`` less the finished train jobs whose model left the cache (or was damaged)
@@ -176,7 +142,7 @@ def _with_models(jobs: list[Job], done: set[str], cache: ModelCache, registry: R
     done = set(done)
     for job in jobs:
         if job.kind == "train" and job.id in done and job.id in needed:
-            key = model_key(identity(job, registry, device_type))
+            key = model_key(model_identity(job, registry, device_type))
             if cache.load(key, like=expected_state(job, registry)) is None:
                 log(f"{job.id}: its trained model is not in the model cache {cache.root}; "
                     "training it again")
@@ -272,7 +238,7 @@ class _Scheduler:
     # -- inputs and products ---------------------------------------------------
     def _key(self, job: Job) -> str:
         """Where the trained model of ``job`` lives in the model cache."""
-        return model_key(identity(job, self.registry, self.device_type))
+        return model_key(model_identity(job, self.registry, self.device_type))
 
     def _inputs(self, job: Job, ex: Executor) -> dict[str, Any]:
         train_id = job.deps[0]
@@ -321,7 +287,7 @@ class _Scheduler:
             job = self.jobs[result.job_id]
             if result.ok and job.kind == "train":
                 assert result.product is not None
-                ident = identity(job, self.registry, self.device_type)
+                ident = model_identity(job, self.registry, self.device_type)
                 self.cache.save(model_key(ident), result.product["state_dict"],
                                 result.product["epochs"], ident)
                 if not ex.streams_epochs:

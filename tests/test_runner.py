@@ -313,11 +313,12 @@ def test_learning_curves_are_tidy_rows_and_come_back_from_the_cache(tmp_path, to
 
 
 def test_cache_keys_change_only_when_curves_are_recorded(toy_registry):
+    from benchlab.identity import model_identity
     from benchlab.jobs import expand
 
     def key(**train):
         job = expand(_suite(toy_registry, train={"runs": 1, **train}))[0]
-        return runner.identity(job, toy_registry)
+        return model_identity(job, toy_registry)
 
     plain = key()
     # without a curve the identity holds exactly the keys it held before curves existed

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from benchlab import guards, training
-from benchlab.execute import THREADS_PER_RUN, Workspace, train_config
+from benchlab.execute import Workspace, train_config
 from benchlab.executors import Done, Task, run_task
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
@@ -29,9 +29,9 @@ class LocalExecutor:
         self._queue: deque[Task] = deque()
 
     def pack_size(self, job: Job) -> int:
-        # one run per core, each with THREADS_PER_RUN intra-op threads
+        # one run per core, each with training.THREADS_PER_RUN intra-op threads
         return max(1, training.pack_size(train_config(job), self.workspace.device)
-                   // THREADS_PER_RUN)
+                   // training.THREADS_PER_RUN)
 
     def share(self, name: str, value: Any) -> Any:
         return value
