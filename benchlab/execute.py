@@ -64,6 +64,15 @@ class JobResult:
         return self.error is None
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` names in this process."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
 class Workspace:
     """What executing a job needs from the process it runs in.
 

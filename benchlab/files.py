@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "temporary_sibling",
@@ -30,28 +31,36 @@ def atomic_write(path: Path, chunks: Iterable[Chunk], *, sync: bool = True,
     """Write ``chunks`` to ``path`` through a temporary sibling and ``os.replace``.
 
     ``before_replace`` runs once everything is written and may raise to refuse the
-    file (a checksum that does not match): then nothing is installed. An error
-    from ``write()`` names no file by itself; it is raised again naming ``path``.
+    file (a checksum that does not match): then nothing is installed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
         with open(tmp, "xb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            if sync:
+            for chunk in chunks:  # an error reading the source is raised as it is
+                with _naming(path):
+                    out.write(chunk)
+            with _naming(path):
                 out.flush()
-                os.fsync(out.fileno())
+                if sync:
+                    os.fsync(out.fileno())
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A failed ``write()`` (a full disk) names no file by itself: name ``path``."""
+    try:
+        yield
     except OSError as exc:
         if exc.filename is None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: Chunk) -> None:

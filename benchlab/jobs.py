@@ -42,7 +42,15 @@ class Job:
     eps: tuple[float, ...] = ()
     explainer: ComponentSpec | None = None
     evaluate: dict[str, Any] = field(default_factory=dict)
-    deps: tuple[str, ...] = ()
+    # what the job depends on, by name: the train job whose model it uses (attack and
+    # explain jobs) and the attack job whose images it explains (explain jobs)
+    train_job: str | None = None
+    attack_job: str | None = None
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        """The jobs this one needs finished first."""
+        return tuple(d for d in (self.train_job, self.attack_job) if d is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +62,6 @@ class Job:
             if data.get(key) is not None:
                 data[key] = ComponentSpec(**data[key])
         data["eps"] = tuple(data.get("eps", ()))
-        data["deps"] = tuple(data.get("deps", ()))
         return cls(**data)
 
     def pack_key(self) -> tuple[Any, ...]:
@@ -95,7 +102,7 @@ def expand(suite: Suite) -> list[Job]:
                     jobs.append(Job(id=attack_id, kind="attack", attack=attack,
                                     eps=eps_of[attack.key],
                                     evaluate={**evaluate, "test_size": test_size},
-                                    deps=(train_id,), **common))
+                                    train_job=train_id, **common))
                 for ex_ref in suite.explainers:
                     explainer = _spec(ex_ref)
                     size = ex_ref.test_size or suite.evaluate.explain_size
@@ -108,5 +115,5 @@ def expand(suite: Suite) -> list[Job]:
                         kind="explain", attack=attack,
                         eps=eps_of[attack.key] if attack is not None else (),
                         explainer=explainer, evaluate={**evaluate, "explain_size": size},
-                        deps=(train_id,) + ((attack_id,) if attack_id else ()), **common))
+                        train_job=train_id, attack_job=attack_id, **common))
     return jobs

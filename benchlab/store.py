@@ -16,6 +16,7 @@ by ``benchlab report``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from benchlab.files import atomic_write_bytes, atomic_write_text
 
@@ -176,6 +178,22 @@ class RunStore:
 
     def artifact(self, job_id: str) -> Path:
         return self.artifacts_dir / f"{job_id}.pt"
+
+    def save_artifact(self, job_id: str, product: Mapping[str, Any]) -> None:
+        """Keep a job's product (tensors only), written whole or not at all."""
+        buffer = io.BytesIO()
+        torch.save(dict(product), buffer)
+        atomic_write_bytes(self.artifact(job_id), buffer.getbuffer())
+
+    def load_artifact(self, job_id: str) -> dict[str, Any]:
+        """The product of job ``job_id``, once its files verify; ValueError saying why not."""
+        problem = self.damage(job_id)
+        if problem is not None:
+            raise ValueError(problem)
+        try:
+            return torch.load(self.artifact(job_id), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem
+            raise ValueError(str(exc)) from exc
 
 
 def _sha256(blob: bytes) -> str:

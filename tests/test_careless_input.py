@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchlab import cli, store
+from benchlab import cli, files, store
 from benchlab.report import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,16 +50,16 @@ def test_out_naming_a_file_is_one_line_and_status_2(toy_cli, tmp_path, capsys):
 
 def test_a_full_disk_names_the_path_and_the_resume_command(toy_cli, tmp_path, capsys,
                                                            monkeypatch):
-    real = store.atomic_write_bytes
+    real = files.atomic_write
     calls = []
 
-    def full_after_a_while(path, data):
+    def full_after_a_while(path, chunks, **options):
         calls.append(path)
         if len(calls) > 4:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, data)
+        real(path, chunks, **options)
 
-    monkeypatch.setattr(store, "atomic_write_bytes", full_after_a_while)
+    monkeypatch.setattr(files, "atomic_write", full_after_a_while)
     out = tmp_path / "out"
     assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 2
     [line] = _lines(capsys.readouterr().err)
@@ -180,9 +180,9 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")  # as write() reports it
 
-    monkeypatch.setattr(store.os, "fsync", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     target = tmp_path / "jobs" / "x.csv"
     with pytest.raises(OSError) as info:
-        store.atomic_write_bytes(target, b"rows")
+        files.atomic_write_bytes(target, b"rows")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert list(target.parent.iterdir()) == []  # no temporary file left behind

@@ -48,7 +48,6 @@ class Done:
     error: str | None = None
     seconds: float = 0.0
     traceback: str = ""  # of the failure, for the job's log file
-    resubmitted: bool = False  # not finished: the executor runs it again
 
 
 class Executor(Protocol):

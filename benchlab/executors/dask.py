@@ -29,7 +29,7 @@ from typing import Any
 from torch import device as torch_device
 
 from benchlab import guards
-from benchlab.execute import JobResult, Workspace
+from benchlab.execute import JobResult, Workspace, resolve_device
 from benchlab.executors import Done, Task, run_task
 from benchlab.jobs import Job
 
@@ -204,6 +204,14 @@ class DaskExecutor:
         return len(self._tasks)
 
     def next_done(self) -> Done:
+        """The next finished task; a task whose shared inputs were lost with a worker is
+        scattered again and resubmitted (up to ``retries`` times) without coming back."""
+        while True:
+            done = self._next_finished()
+            if done is not None:
+                return done
+
+    def _next_finished(self) -> Done | None:
         if not self._tasks:
             raise LookupError("no task is pending")
         distributed = _distributed()
@@ -227,7 +235,7 @@ class DaskExecutor:
                             seconds=seconds, traceback=trace)
             self._resubmitted[task.key] = self._resubmitted.get(task.key, 0) + 1
             self.submit(again)
-            return Done(task, resubmitted=True, error=f"resubmitted ({type(exc).__name__})")
+            return None
         finally:
             future.release()
         return Done(task, results)
@@ -289,7 +297,6 @@ def _workspace(device: str) -> Workspace:
     if device not in _WORKSPACES:
         from benchlab.data import data_root
         from benchlab.plugins import default_registry
-        from benchlab.runner import resolve_device
 
         resolved = resolve_device(device)
         if resolved.type == "cuda" and resolved.index is None:

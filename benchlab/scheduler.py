@@ -1,0 +1,90 @@
+"""Which jobs can run now: the bookkeeping of a run, with no I/O.
+
+The scheduler knows every job of a run, which are finished (ok or failed), which
+wait for the jobs they depend on, and how many not yet finished jobs still read
+each job's product, so a shared input (a model's weights on a cluster) can be let
+go as soon as nobody needs it. It decides nothing about files, caches or where a
+job runs: the runner asks it what is ready and tells it what finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from benchlab.jobs import Job
+
+__all__ = ["Ready", "Scheduler"]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A job whose dependencies are all resolved; ``blocked_by`` names one that failed."""
+
+    job: Job
+    blocked_by: str | None = None
+
+
+class Scheduler:
+    """The state of one run's jobs: finished, waiting, and who still reads what."""
+
+    def __init__(self, jobs: Iterable[Job], done: Iterable[str]):
+        jobs = list(jobs)
+        self.jobs = {job.id: job for job in jobs}
+        self.order = [job.id for job in jobs]
+        self.rank = {job_id: i for i, job_id in enumerate(self.order)}
+        self.resolved: dict[str, bool] = {job_id: True for job_id in done}  # id -> ok
+        self._waiting = [job for job in jobs
+                         if job.id not in self.resolved and job.kind != "train"]
+        # how many not yet finished jobs read each job's product
+        self._readers: dict[str, int] = {}
+        for job in self._waiting:
+            for dep in job.deps:
+                self._readers[dep] = self._readers.get(dep, 0) + 1
+        # attack job id -> how many of its adversarial images explain jobs will read
+        self.keep: dict[str, int] = {}
+        for job in jobs:
+            if job.kind == "explain" and job.attack_job is not None:
+                self.keep[job.attack_job] = max(self.keep.get(job.attack_job, 0),
+                                                job.evaluate["explain_size"])
+
+    def training_packs(self, pack_size: Callable[[Job], int]) -> Iterator[list[Job]]:
+        """The train jobs still to run, in packs of one configuration (:meth:`Job.pack_key`)
+        of at most ``pack_size(first job)`` runs, in job order."""
+        groups: dict[tuple[Any, ...], list[Job]] = {}
+        for job in self.jobs.values():
+            if job.kind == "train" and job.id not in self.resolved:
+                groups.setdefault(job.pack_key(), []).append(job)
+        for group in groups.values():
+            size = pack_size(group[0])
+            for start in range(0, len(group), size):
+                yield group[start:start + size]
+
+    def ready(self) -> list[Ready]:
+        """The waiting jobs whose dependencies are resolved (taken off the waiting list)."""
+        ready, still = [], []
+        for job in self._waiting:
+            if not all(dep in self.resolved for dep in job.deps):
+                still.append(job)
+                continue
+            ready.append(Ready(job, next((d for d in job.deps if not self.resolved[d]), None)))
+        self._waiting = still
+        return ready
+
+    def resolve(self, job_id: str, ok: bool) -> None:
+        self.resolved[job_id] = ok
+
+    def read_by(self, jobs: Iterable[Job]) -> list[str]:
+        """``jobs`` have finished reading their inputs: the dependencies nobody reads now."""
+        unread = []
+        for job in jobs:
+            for dep in job.deps:
+                self._readers[dep] -= 1
+                if self._readers[dep] == 0:
+                    unread.append(dep)
+        return unread
+
+    def priority(self, job: Job) -> int:
+        """Lower runs first where an executor has a choice: the suite's order."""
+        return self.rank[job.id]
