@@ -251,7 +251,7 @@ def test_a_lone_surrogate_is_refused_by_the_pure_python_loader_too(tmp_path, toy
                                                                   monkeypatch):
     import yaml
 
-    import benchlab.suite as suite_module
+    import benchlab.suite.reading as suite_module
 
     monkeypatch.setattr(suite_module, "_LOADER", yaml.SafeLoader)
     text = GOOD + 'description: "caf\\ud800"\n'

@@ -1,0 +1,212 @@
+"""The shape of a suite: its sections, their keys, types, ranges and defaults.
+
+Every default a suite has is written here, once. The report reads its own
+defaults (``REPORT_*``) from here too, so that a run without a ``report`` section
+and the report it renders agree.
+
+These models check what can be checked without the registry; component names and
+parameters are checked against the registry in :mod:`benchlab.suite.validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from benchlab.components import Params
+from benchlab.suite.problems import LocatedError
+
+_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Names and labels become parts of file names (job ids, plots): 64 characters
+# keep the longest job id well under the usual 255-byte limit of a file name.
+MAX_LABEL = 64
+Label = Annotated[str, Field(pattern=_LABEL, max_length=MAX_LABEL)]
+MAX_SEED = 2**32 - 1  # every seed of a run must fit the generators that take it
+
+# The report section's defaults, as plain values for code that reads a run's
+# suite.yaml as a mapping (the report) rather than through these models.
+#: accuracies whose first epoch the report gives
+REPORT_THRESHOLDS: tuple[float, ...] = (0.98, 0.99)
+#: significance level of every test in the report
+REPORT_ALPHA = 0.05
+#: accuracies whose first step the learning-curve report gives
+REPORT_STEP_THRESHOLDS: tuple[float, ...] = (0.97, 0.98)
+#: epochs over which the learning curves' mean accuracy (area under the curve) is taken
+REPORT_AUC_EPOCHS = 1.0
+#: equivalence margin of the final test accuracy, percentage points (None: no TOST)
+REPORT_EQUIVALENCE_MARGIN: float | None = None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class DatasetRef(_Strict):
+    """Which dataset, and how many of its samples (the first N of each split)."""
+
+    name: str
+    train_size: Annotated[int, Field(gt=0)] | None = None
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+
+class ComponentRef(BaseModel):
+    """A component by name; every other key is one of the component's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    name: str
+    label: Label | None = None
+    _params: Params | None = PrivateAttr(default=None)
+
+    @property
+    def key(self) -> str:
+        """How results and file names refer to this entry."""
+        return self.label or self.name
+
+    @property
+    def raw_params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def params(self) -> Params:
+        if self._params is None:
+            raise RuntimeError("suite was not validated against a registry")
+        return self._params
+
+
+class ModelRef(ComponentRef):
+    pass
+
+
+class AttackRef(ComponentRef):
+    # The upper bound depends on the attack's norm and the images' size: checked
+    # against the registry (see validate.check_eps); L∞ radii stay within [0, 1].
+    eps: Annotated[list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]],
+                   Field(min_length=1)]
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("eps")
+    @classmethod
+    def _sorted_unique(cls, eps: list[float]) -> list[float]:
+        if len(set(eps)) != len(eps):
+            raise ValueError("eps values must be distinct")
+        return sorted(eps)
+
+
+class ExplainerRef(ComponentRef):
+    test_size: Annotated[int, Field(gt=0)] | None = None
+
+
+#: (section of the suite, kind of component in the registry, model of one entry)
+SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
+    ("dataset", "dataset", DatasetRef), ("models", "model", ModelRef),
+    ("attacks", "attack", AttackRef), ("explainers", "explainer", ExplainerRef))
+
+
+class TrainSection(_Strict):
+    runs: Annotated[int, Field(gt=0, le=1000)] = 1
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 14
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    test_batch_size: Annotated[int, Field(gt=0)] = 1000
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1
+    # Learning curves: evaluate every N optimisation steps on the first eval_size
+    # test images (null: the whole test split); eval_every null: off.
+    eval_every: Annotated[int, Field(gt=0)] | None = None
+    eval_size: Annotated[int, Field(gt=0)] | None = 1000
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> TrainSection:
+        if self.seed + self.runs - 1 > MAX_SEED:
+            raise LocatedError(("seed",), f"with {self.runs} runs the last seed would be "
+                               f"{self.seed + self.runs - 1}; expected seed + runs - 1 <= "
+                               f"{MAX_SEED}")
+        return self
+
+
+class EvaluateSection(_Strict):
+    test_size: Annotated[int, Field(gt=0)] | None = 1000
+    explain_size: Annotated[int, Field(gt=0)] = 500
+    count: Annotated[int, Field(gt=0, le=100)] = 10
+    runs: Annotated[int, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] = 256
+
+
+_Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class ReportSection(_Strict):
+    thresholds: list[_Fraction] = list(REPORT_THRESHOLDS)
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = REPORT_ALPHA
+    # convergence on the learning curves (train.eval_every): steps to reach these
+    # accuracies, and the mean accuracy over the first auc_epochs epochs
+    step_thresholds: list[_Fraction] = list(REPORT_STEP_THRESHOLDS)
+    auc_epochs: Annotated[float, Field(gt=0.0)] = REPORT_AUC_EPOCHS
+    # final test accuracy equivalent within +- this many percentage points (TOST);
+    # null: no equivalence test
+    equivalence_margin: Annotated[float, Field(gt=0.0, le=100.0)] | None = \
+        REPORT_EQUIVALENCE_MARGIN
+
+
+class Suite(_Strict):
+    name: Label
+    description: str = ""
+    dataset: DatasetRef
+    models: Annotated[list[ModelRef], Field(min_length=1)]
+    train: TrainSection = TrainSection()
+    attacks: list[AttackRef] = []
+    explainers: list[ExplainerRef] = []
+    evaluate: EvaluateSection = EvaluateSection()
+    report: ReportSection = ReportSection()
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Suite:
+        for section in ("models", "attacks", "explainers"):
+            seen: dict[str, int] = {}
+            for i, ref in enumerate(getattr(self, section)):
+                if ref.key in seen:
+                    raise LocatedError(
+                        (section, i), f"'{ref.key}' is already used by {section}.{seen[ref.key]}; "
+                        "give one of them a distinct 'label'")
+                seen[ref.key] = i
+        if self.explainers:
+            self._explained_images_fill_the_grid()
+        return self
+
+    def _explained_images_fill_the_grid(self) -> None:
+        # the Grad-CAM grid shows evaluate.count images from every split it explains
+        count = self.evaluate.count
+        if self.evaluate.explain_size < count:
+            raise LocatedError(("evaluate", "explain_size"),
+                               f"must be at least evaluate.count ({count}): the Grad-CAM "
+                               "grid takes its columns from the explained images")
+        sized = [("attacks", i, a.test_size) for i, a in enumerate(self.attacks)]
+        sized += [("explainers", i, e.test_size) for i, e in enumerate(self.explainers)]
+        sized.append(("evaluate", None, self.evaluate.test_size))
+        for section, i, size in sized:
+            if size is not None and size < count:
+                where = (section, "test_size") if i is None else (section, i, "test_size")
+                raise LocatedError(where, f"must be at least evaluate.count ({count}) when "
+                                   "explainers are used")
+
+    def to_yaml(self) -> str:
+        """The suite as YAML, with every component's parameters resolved (defaults included),
+        so that a run directory says exactly what ran."""
+        data = self.model_dump(mode="json", exclude_none=False)
+        for section in ("models", "attacks", "explainers"):
+            for entry, ref in zip(data[section], getattr(self, section)):
+                if ref._params is not None:
+                    entry.update(ref._params.model_dump(mode="json"))
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
