@@ -359,7 +359,7 @@ def explain(job: Job, ws: Workspace, state: StateDict,
     rows.append(row(job, "explain_images_per_s",
                     len(labels) * len(batches) / max(explained.seconds, 1e-9), **where))
 
-    from benchlab.grid import pick_distinct_digits
+    from benchlab.report.grid import pick_distinct_digits
 
     picks = pick_distinct_digits(labels.cpu(), job.evaluate["count"]).to(ws.device)
     grid_images = torch.stack([b[picks, 0] for b in batches]).cpu()

@@ -10,9 +10,10 @@ import scipy.stats
 import torch
 from torch import nn
 
-from benchlab import attention, attention_report
+from benchlab import attention
 from benchlab.metrics import Estimate, cam_similarity
-from benchlab.report import _md_table
+from benchlab.report import attention as attention_report
+from benchlab.report.markdown import table as _md_table
 
 
 class Constant(nn.Module):

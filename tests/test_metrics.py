@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from benchlab.grid import DPI, draw_grid, grid_size_inches, pick_distinct_digits
 from benchlab.metrics import (
     accuracy,
     attack_success_rate,
@@ -19,6 +18,7 @@ from benchlab.metrics import (
     perturbation_norms,
     predictions,
 )
+from benchlab.report.grid import DPI, draw_grid, grid_size_inches, pick_distinct_digits
 
 
 def maps(*values: list[float]) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchlab.report import _welch_sentence
+from benchlab.report.welch import sentence as _welch_sentence
 
 
 def verdict(significant, better, epochs=(1, 2, 3, 4, 5)):
@@ -36,7 +36,7 @@ def test_step_curves_of_a_run_shorter_than_one_interval_still_plot(tmp_path):
     and a log-scaled axis of nothing but step 0 made matplotlib refuse the whole report."""
     import pandas as pd
 
-    from benchlab.report import _plot_step_curves
+    from benchlab.report.plots import plot_step_curves as _plot_step_curves
 
     curves = pd.DataFrame({"model": ["a", "a", "b", "b"], "run": [0, 1, 0, 1],
                            "step": [0, 0, 0, 0], "value": [0.10, 0.12, 0.10, 0.11]})
@@ -66,7 +66,7 @@ def test_robustness_shares_carry_their_n_and_a_wilson_interval(tmp_path):
     import pandas as pd
     import scipy.stats
 
-    from benchlab.report import _robustness_section
+    from benchlab.report.robustness import section as _robustness_section
 
     md = "\n".join(_robustness_section(pd.DataFrame(_attack_rows(0.25)), tmp_path))
     wilson = scipy.stats.binomtest(250, 1000).proportion_ci(method="wilson")

@@ -110,7 +110,8 @@ def test_a_run_derives_accuracy_at_every_eps_from_the_norms(tmp_path, registry):
 
 
 def test_the_report_sets_both_kinds_side_by_side_and_names_each_explainer(tmp_path, registry):
-    from benchlab.report import _rate, render
+    from benchlab.report import render
+    from benchlab.report.robustness import _rate
 
     suite = validate_suite({
         "name": "zoo", "dataset": {"name": "toy", "train_size": 128, "test_size": 64},
@@ -134,7 +135,7 @@ def test_the_report_sets_both_kinds_side_by_side_and_names_each_explainer(tmp_pa
 
 
 def test_grid_takes_one_true_label_per_column(tmp_path):
-    from benchlab.grid import draw_grid
+    from benchlab.report.grid import draw_grid
 
     images, preds = torch.rand(2, 3, 8, 8), torch.zeros(2, 3, dtype=torch.long)
     draw_grid(images, None, preds, torch.ones(2, 3), ["clean", "ε = 0.1"], "t",

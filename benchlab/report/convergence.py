@@ -1,0 +1,104 @@
+"""The "Convergence at step resolution" section: from the learning curves (test
+accuracy evaluated every few optimisation steps), the steps each run needs to reach
+each threshold and its early-window mean accuracy, compared model by model against
+the baseline, with the verdict lines they support."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchlab import stats, verdict
+from benchlab.report.markdown import DASH, mean_sd, number, table
+from benchlab.report.plots import plot_step_curves
+
+__all__ = ["section"]
+
+
+def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdict.Settings,
+            eval_set: str) -> tuple[list[str], list[str]]:
+    """(verdict lines, the section); both empty for a run without learning curves.
+    Writes ``test_accuracy_steps.png`` and ``convergence.csv``."""
+    curves = verdict.curve_rows(results)
+    if curves.empty:
+        return [], []
+    plot_step_curves(curves, models, settings.step_thresholds, eval_set,
+                      out / "test_accuracy_steps.png")
+    per_run = verdict.run_statistics(curves, settings)
+    per_run.to_csv(out / "convergence.csv", index=False)
+    per_epoch_steps = verdict.steps_per_epoch(curves)
+    md = ["## Convergence at step resolution", "",
+          f"Test accuracy on {eval_set}, evaluated during training every "
+          f"{_eval_every(curves)} optimisation steps ({per_epoch_steps:.0f} steps per epoch). "
+          "Per run: the steps it needs to first reach each threshold (a run that never "
+          "reaches one is counted one evaluation past its last) and its mean accuracy over "
+          f"the first {settings.auc_epochs:g} epoch(s) (area under the curve); per-run values "
+          "in `convergence.csv`.", "", "![test accuracy during training](test_accuracy_steps.png)",
+          ""]
+    md += _evaluation_cost(results, models)
+    lines: list[str] = []
+    baseline = models[0]
+    for other in models[1:]:
+        comparisons = verdict.convergence(per_run, baseline, other, settings)
+        rows = []
+        for c in comparisons:
+            lines.append("  - " + verdict.convergence_line(c, baseline, other, settings,
+                                                            eval_set, per_epoch_steps))
+            is_auc = c.statistic == "auc"
+            scale, digits = (100, 2) if is_auc else (1, 0)
+            rows.append({
+                "statistic": "mean accuracy, early window (%)" if is_auc else c.statistic,
+                f"{other}": mean_sd(c.other, scale, digits),
+                f"{baseline}": mean_sd(c.baseline, scale, digits),
+                "never reached": DASH if c.never is None else f"{c.never[0]} / {c.never[1]}",
+                "difference": f"{c.diff * scale:+.{digits}f}",
+                "95% bootstrap CI": "[{:+.{d}f}, {:+.{d}f}]".format(c.ci[0] * scale,
+                                                                    c.ci[1] * scale, d=digits),
+                "Welch t": number(c.t),
+                "p": verdict.fmt_p(c.p), "p (Holm)": verdict.fmt_p(c.p_holm),
+                "paired p": verdict.fmt_p(c.paired_p),
+                "paired r": number(c.paired_r)})
+        outcome = verdict.convergence_outcome(comparisons, settings.alpha)
+        lines.insert(len(lines) - len(comparisons), _head(outcome, other, baseline))
+        md += [f"### {other} against {baseline}", "",
+               f"n = {comparisons[0].other.size} and {comparisons[0].baseline.size} runs; Welch "
+               "t-tests, Holm-corrected over the statistics; paired p / r: the same runs paired "
+               "by seed (shown for reference, see docs/statistics.md).", "",
+               table(pd.DataFrame(rows))]
+    return lines, md
+
+
+def _head(outcome: str, other: str, baseline: str) -> str:
+    """The verdict line above the per-statistic lines of one comparison."""
+    text = {"faster": f"**{other} converges faster than {baseline}**",
+            "slower": f"**{other} converges more slowly than {baseline}**",
+            "mixed": "**mixed: the statistics point in opposite directions**",
+            "inconclusive": "**inconclusive with these runs**"}[outcome]
+    return f"- **Faster convergence:** {text} (Holm-corrected, one line per statistic):"
+
+
+def _eval_every(curves: pd.DataFrame) -> str:
+    steps = sorted(set(curves["step"]))
+    return f"{steps[1] - steps[0]:.0f}" if len(steps) > 1 else DASH
+
+
+def _evaluation_cost(results: pd.DataFrame, models: list[str]) -> list[str]:
+    """What the learning curves cost: evaluation time against training time, per run."""
+    timing = results[results["metric"].isin(["step_eval_time_s", "epoch_time_s"])]
+    if timing.empty:
+        return []
+    parts = []
+    for model in models:
+        sub = timing[timing["model"] == model]
+        per_run = sub.groupby(["run", "metric"])["value"].sum().unstack()
+        if "step_eval_time_s" not in per_run or "epoch_time_s" not in per_run:
+            continue
+        share = stats.summarize((per_run["step_eval_time_s"] / per_run["epoch_time_s"]).tolist())
+        each = sub[sub["metric"] == "step_eval_time_s"]["value"]
+        parts.append(f"{model} {share.mean * 100:.1f}% (± {number(share.std * 100, '.1f')}, "
+                     f"n = {share.n} runs; {each.mean() * 1000:.0f} ms per evaluation)")
+    if not parts:
+        return []
+    return ["Cost of the curves: evaluation time as a share of each run's training time: "
+            + "; ".join(parts) + ".", ""]

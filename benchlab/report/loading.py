@@ -1,0 +1,105 @@
+"""What a report is drawn from: a run directory's results, its suite's report
+settings, its jobs table and the explanation artifacts of its explain jobs.
+
+A setting the run's ``suite.yaml`` leaves out (or a run without one) takes the
+default of the suite schema's ``report`` section (:class:`benchlab.suite.ReportSection`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from benchlab import verdict
+from benchlab.messages import describe
+from benchlab.store import read_results
+from benchlab.suite import ReportSection
+
+__all__ = ["DEFAULTS", "Run", "explain_artifacts", "failed_jobs", "load_run", "ordered"]
+
+log = logging.getLogger("benchlab.report")
+
+#: the report settings of a suite that sets none
+DEFAULTS = ReportSection()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, read for its report."""
+
+    out: Path
+    results: pd.DataFrame
+    title: str
+    description: str
+    thresholds: tuple[float, ...]  # test accuracies whose first epoch is tabled
+    settings: verdict.Settings  # alpha, convergence and equivalence settings
+    curve_images: str  # which test images the learning curves used, in words
+    epoch_images: str  # which test images the per-epoch accuracy used, in words
+
+    @property
+    def alpha(self) -> float:
+        return self.settings.alpha
+
+
+def load_run(out: Path) -> Run:
+    """``out``'s results and the report settings of the suite it ran."""
+    out = Path(out)
+    results = read_results(out)
+    suite_file = out / "suite.yaml"
+    suite: dict = (yaml.safe_load(suite_file.read_text()) or {}) if suite_file.exists() else {}
+    report: dict = suite.get("report") or {}
+    return Run(out=out, results=results, title=suite.get("name", out.name),
+               description=suite.get("description", ""),
+               thresholds=tuple(report.get("thresholds", DEFAULTS.thresholds)),
+               settings=_settings(report),
+               curve_images=_images(suite), epoch_images=_images(suite, curve=False))
+
+
+def _settings(report: dict) -> verdict.Settings:
+    margin = report.get("equivalence_margin", DEFAULTS.equivalence_margin)
+    return verdict.Settings(
+        alpha=float(report.get("alpha", DEFAULTS.alpha)),
+        step_thresholds=tuple(report.get("step_thresholds", DEFAULTS.step_thresholds)),
+        auc_epochs=float(report.get("auc_epochs", DEFAULTS.auc_epochs)),
+        margin_pp=float(margin) if margin is not None else None)
+
+
+def _images(suite: dict, curve: bool = True) -> str:
+    """Which test images the learning curves (or, ``curve=False``, the epochs) used."""
+    train, dataset = suite.get("train") or {}, suite.get("dataset") or {}
+    sizes = [dataset.get("test_size")] + ([train.get("eval_size")] if curve else [])
+    sizes = [s for s in sizes if s is not None]
+    return f"the first {min(sizes)} test images" if sizes else "the whole test split"
+
+
+def ordered(values: pd.Series) -> list[str]:
+    """The distinct names in ``values`` in the order the run recorded them."""
+    return list(dict.fromkeys(v for v in values if isinstance(v, str)))
+
+
+def failed_jobs(out: Path) -> tuple[pd.DataFrame, int] | None:
+    """The failed rows of ``out``'s jobs table and how many jobs it lists (None
+    without a jobs table)."""
+    path = Path(out) / "jobs.csv"
+    if not path.exists():
+        return None
+    jobs = pd.read_csv(path)
+    return jobs[jobs["status"] == "failed"], len(jobs)
+
+
+def explain_artifacts(out: Path) -> Iterator[tuple[str, dict]]:
+    """(name, saved tensors) of every explain job of run 0, e.g. ``cnn-fgsm-gradcam``;
+    a file that cannot be read is logged and skipped."""
+    for path in sorted((Path(out) / "artifacts").glob("explain-*-r00-*.pt")):
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - one damaged file must not stop the report
+            log.warning("%s cannot be read (%s); its grid is left out", path, describe(exc))
+            continue
+        yield path.stem.removeprefix("explain-").replace("-r00", ""), data

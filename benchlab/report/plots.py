@@ -1,0 +1,179 @@
+"""The figures of summary.md, drawn with matplotlib's Agg backend (no display needed)
+and saved at one resolution. Each function draws one figure from tables that its
+section has already computed; the Grad-CAM grid has its own module (:mod:`.grid`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from benchlab.messages import NORM_LABELS  # noqa: E402
+
+__all__ = ["CONTROLS", "plot_attention", "plot_epoch_curves", "plot_robustness", "plot_sanity",
+           "plot_step_curves"]
+
+DPI = 120
+CONTROLS = ("random",)  # explainers drawn dashed: what the others are read against
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)  # pyplot keeps every figure open until closed
+
+
+def _over_runs(runs: int) -> str:
+    return f"mean ± 1 std over {runs} run{'s' if runs != 1 else ''}"
+
+
+def plot_epoch_curves(table: pd.DataFrame, metric: str, models: list[str], runs: int, title: str,
+                 path: Path) -> Path:
+    """``metric`` (a share) against the epoch, one line per model with a ± 1 std band;
+    ``table`` is :func:`benchlab.report.epochs.epoch_statistics`."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model in models:
+        t = table[(table["model"] == model) & (table["metric"] == metric)].sort_values("epoch")
+        if t.empty:
+            continue
+        mean = t["mean"] * 100
+        std = t["std"].fillna(0) * 100
+        line, = ax.plot(t["epoch"], mean, marker="o", ms=3, label=model)
+        ax.fill_between(t["epoch"], mean - std, mean + std, alpha=0.2, color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"{title.lower()} (%)")
+    ax.set_title(f"{title}: {_over_runs(runs)}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return path
+
+
+def plot_step_curves(curves: pd.DataFrame, models: list[str], thresholds: tuple[float, ...],
+                eval_set: str, path: Path) -> Path:
+    """Mean ± 1 std of the learning curves against the step: log x (the first epoch
+    legible) and linear x zoomed on the thresholds."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    runs = int(curves.groupby("model")["run"].nunique().min())
+    for model in models:
+        g = curves[curves["model"] == model].groupby("step")["value"]
+        mean, std = g.mean() * 100, g.std().fillna(0) * 100
+        for ax, keep in ((axes[0], mean.index > 0), (axes[1], mean.index >= 0)):
+            line, = ax.plot(mean.index[keep], mean[keep], lw=1.5, label=model)
+            ax.fill_between(mean.index[keep], (mean - std)[keep], (mean + std)[keep], alpha=0.2,
+                            color=line.get_color())
+    low = min(thresholds) * 100 - 2 if thresholds else 90
+    for ax in axes:
+        for threshold in thresholds:
+            ax.axhline(threshold * 100, color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if (curves["step"] > 0).any():
+        axes[0].set_xscale("log")
+        axes[0].set_title("log steps", fontsize=10)
+    else:  # a run shorter than one evaluation interval has only step 0
+        axes[0].set_title("no evaluation after step 0", fontsize=10)
+    axes[1].set_ylim(low, 100)
+    axes[1].set_title(f"from {low:g}%", fontsize=10)
+    fig.suptitle(f"Test accuracy on {eval_set} during training: {_over_runs(runs)}")
+    _save(fig, path)
+    return path
+
+
+def plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
+               threats: dict[str, tuple[str, bool]], path: Path) -> None:
+    """Accuracy against ε, one panel per norm (ε of different norms share no axis);
+    minimum-norm attacks dashed, their points derived from the norms the attack found."""
+    norms = [n for n in NORM_LABELS if any(t[0] == n for t in threats.values())]
+    fig, axes = plt.subplots(1, len(norms), figsize=(6.5 * len(norms), 4.5), squeeze=False)
+    acc = rows[rows["metric"] == "accuracy"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, norm in zip(axes[0], norms):
+        for i, attack in enumerate(a for a in attacks if threats[a][0] == norm):
+            minimum = threats[attack][1]
+            for j, model in enumerate(models):
+                sub = acc[(acc["model"] == model) & (acc["attack"] == attack)]
+                if sub.empty:
+                    continue
+                g = sub.groupby("eps")["value"]
+                mean, std = g.mean() * 100, g.std().fillna(0) * 100
+                color = colors[i % len(colors)]
+                label = f"{model} · {attack}" + (" (minimum norm)" if minimum else "")
+                ax.plot(mean.index, mean.values, color=color, label=label,
+                        marker="os^vD"[j % 5], linestyle="--" if minimum else "-")
+                ax.fill_between(mean.index, mean - std, mean + std, alpha=0.12, color=color)
+        ax.set_xlabel(f"ε ({NORM_LABELS[norm]} norm, [0, 1] pixel scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Accuracy under attack: {NORM_LABELS[norm]}")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_attention(table: pd.DataFrame, groups: list[tuple[str, str, str]],
+                     panels: list[tuple[str, str]], path: Path, title: str) -> None:
+    """One panel per (metric, label) of ``panels`` against ε, one line with its interval
+    per (model, attack, explainer); a metric ``base|qualifier`` picks a qualified estimate.
+    ``table`` is :func:`benchlab.report.attention_estimates.estimates`."""
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
+    for ax, (metric, label) in zip(axes.flat, panels):
+        base, _, qualifier = metric.partition("|")
+        for model, attack, explainer in groups:
+            sub = table[(table["model"] == model) & (table["attack"] == attack)
+                        & (table["explainer"] == explainer) & (table["base"] == base)
+                        & (table["qualifier"] == qualifier)].sort_values("eps")
+            if sub.empty:
+                continue
+            low = (sub["value"] - sub["low"]).clip(lower=0).fillna(0)
+            high = (sub["high"] - sub["value"]).clip(lower=0).fillna(0)
+            ax.errorbar(sub["eps"], sub["value"], yerr=[low, high], marker="o", ms=3,
+                        capsize=2, label=f"{model} · {attack} · {explainer}",
+                        linestyle="--" if explainer in CONTROLS else "-",
+                        alpha=0.6 if explainer in CONTROLS else 1.0)
+        ax.set_xlabel("ε")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def plot_sanity(table: pd.DataFrame, path: Path) -> bool:
+    """The model-randomisation check as one bar per model and explainer, with its
+    interval; False (and no file) when no explain job measured it."""
+    rows = table[(table["base"] == "sanity_rank_correlation") & (table["qualifier"] == "")
+                 & (table["eps"] == 0.0)].drop_duplicates(["model", "explainer"])
+    if rows.empty:
+        return False
+    labels = [f"{r.model} · {r.explainer}  (n = {int(r.n)})" for r in rows.itertuples()]
+    low = (rows["value"] - rows["low"]).clip(lower=0).fillna(0)
+    high = (rows["high"] - rows["value"]).clip(lower=0).fillna(0)
+    colors = ["0.6" if e in CONTROLS else "C0" for e in rows["explainer"]]
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(rows) + 1.4))
+    ax.barh(range(len(rows)), rows["value"], xerr=[low, high], color=colors, capsize=3)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(min(-0.1, float(rows["low"].min()) - 0.05), 1.0)
+    ax.set_xlabel("Spearman r, maps of trained vs randomised weights", fontsize=8)
+    ax.set_title("Model-randomisation check, clean images (near 0: the maps depend on\n"
+                 "what the model learnt); bars: 95% intervals", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    return True

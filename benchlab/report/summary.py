@@ -1,0 +1,51 @@
+"""summary.md: the title, the verdict, then every section in turn, drawn from a run
+directory's files alone (:mod:`benchlab.report.loading`).
+
+``benchlab report DIR`` calls :func:`render` and can therefore redraw everything of
+a finished or interrupted run without running any job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchlab.files import atomic_write_text
+from benchlab.report.attention import section as attention_section
+from benchlab.report.epochs import section as training_section
+from benchlab.report.explanation_grids import section as grids_section
+from benchlab.report.failures import section as failures_section
+from benchlab.report.loading import load_run, ordered
+from benchlab.report.robustness import section as robustness_section
+
+__all__ = ["render"]
+
+
+def render(out: Path) -> Path:
+    """Write summary.md and the plots of the run in ``out``; return the summary's path."""
+    run = load_run(out)
+    out, results = run.out, run.results
+    md = [f"# {run.title}", ""]
+    if run.description:
+        md += [run.description.strip(), ""]
+    claims, training_md = training_section(results, out, run.thresholds, run.settings,
+                                           run.curve_images, run.epoch_images)
+    md += _verdict(claims, run.alpha)
+    md += failures_section(out)
+    md += training_md
+    md += robustness_section(results, out)
+    md += attention_section(results, out, alpha=run.alpha)
+    explainers = ordered(results["explainer"].dropna()) if "explainer" in results else []
+    md += grids_section(out, explainers)
+    if len(md) <= 3:
+        md += ["_No finished jobs yet._", ""]
+    path = out / "summary.md"
+    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    return path
+
+
+def _verdict(claims: list[str], alpha: float) -> list[str]:
+    """The "Verdict" section: the claim's parts that the training sections tested."""
+    if not claims:
+        return []
+    return ["## Verdict", "", f"Each part of the claim tested on its own (α = {alpha:g}; "
+            "the methods are described in benchlab's docs/statistics.md).", "", *claims, ""]
