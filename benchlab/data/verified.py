@@ -68,14 +68,7 @@ def install_file(path: Path, chunks: Iterable[bytes | memoryview], md5: str | No
     digest = hashlib.md5(usedforsecurity=False)
 
     def hashed() -> Iterator[bytes | memoryview]:
-        source = iter(chunks)
-        while True:
-            try:
-                chunk = next(source)
-            except StopIteration:
-                return
-            except OSError as exc:
-                raise _ReadFailed from exc
+        for chunk in chunks:  # a source that cannot be read raises its own error
             digest.update(chunk)
             yield chunk
 
@@ -83,21 +76,10 @@ def install_file(path: Path, chunks: Iterable[bytes | memoryview], md5: str | No
         if md5 is not None and digest.hexdigest() != md5:
             raise DataError(f"{path.name} would have MD5 {digest.hexdigest()}, expected {md5}")
 
-    try:
-        atomic_write(path, hashed(), before_replace=refuse_a_wrong_copy)
-    except _ReadFailed as failed:
-        raise failed.__cause__ from None  # the source's own error, as it was raised
+    atomic_write(path, hashed(), before_replace=refuse_a_wrong_copy)
     actual = digest.hexdigest()
     _VerifiedCache(path.parent).record(path, actual)
     return actual
-
-
-class _ReadFailed(Exception):
-    """An error from reading the chunks, carried past :func:`atomic_write`.
-
-    ``atomic_write`` names the destination in an ``OSError`` raised while writing;
-    a source that cannot be read (a gzip that is not one) must keep its own message.
-    """
 
 
 class _VerifiedCache:
