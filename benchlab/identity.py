@@ -27,15 +27,16 @@ import torch
 
 import benchlab
 from benchlab.components import Component
+from benchlab.execute.workspace import build_model
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
 from benchlab.training import THREADS_PER_RUN
 
-__all__ = ["TRAINING_CODE", "code_closure", "expected_state", "model_identity", "model_key",
-           "weights_code"]
+__all__ = ["TRAINING_CODE", "code_closure", "expected_state", "imported_modules",
+           "model_identity", "model_key", "weights_code"]
 
 #: benchlab's own modules that decide a model's weights, besides the plugins' modules
-TRAINING_CODE = ("benchlab.execute", "benchlab.training", "benchlab.data")
+TRAINING_CODE = ("benchlab.execute.train", "benchlab.training", "benchlab.data")
 
 
 def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> dict[str, Any]:
@@ -70,14 +71,11 @@ def model_key(identity: dict[str, Any]) -> str:
 
 def expected_state(job: Job, registry: Registry) -> dict[str, torch.Tensor]:
     """The state dict of the job's model, freshly built: what a cached one must look like."""
-    component = registry.get("model", job.model.name)
-    info = registry.get("dataset", job.dataset["name"]).obj.info
-    params = component.params.model_validate(job.model.params)
     try:
         with torch.device("meta"):  # names and shapes only: no memory, no initialisation
-            return component.obj(info, params).state_dict()
+            return build_model(job, registry).state_dict()
     except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" is built for real
-        return component.obj(info, params).state_dict()
+        return build_model(job, registry).state_dict()
 
 
 def weights_code(model: Component, dataset: Component | None = None) -> dict[str, Any]:
@@ -114,7 +112,7 @@ def code_closure(roots: tuple[str, ...], packages: frozenset[str]) -> dict[str, 
         if path is None:
             continue
         found[name] = path
-        todo += [m for m in _imports(path, name) if m.partition(".")[0] in packages]
+        todo += [m for m in imported_modules(path, name) if m.partition(".")[0] in packages]
     return dict(sorted(found.items()))
 
 
@@ -132,7 +130,7 @@ def _source_of(name: str) -> Path | None:
     return Path(path)
 
 
-def _imports(path: Path, name: str) -> tuple[str, ...]:
+def imported_modules(path: Path, name: str) -> tuple[str, ...]:
     """Names of the modules the file imports (for ``from a import b``: ``a.b`` too, which
     :func:`_source_of` drops when ``b`` is not a module); parsed once per file version."""
     stat = path.stat()

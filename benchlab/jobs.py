@@ -15,9 +15,10 @@ Three kinds, run in this order:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from benchlab.suite import Suite
+if TYPE_CHECKING:
+    from benchlab.suite import Suite
 
 JobKind = Literal["train", "attack", "explain"]
 

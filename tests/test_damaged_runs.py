@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchlab import cli, execute, runner
+from benchlab import cli, execute, metrics, runner
 from benchlab.cache import ModelCache
 from benchlab.store import COLUMNS, RunStore
 from benchlab.suite import validate_suite
@@ -143,7 +143,7 @@ def test_an_internal_error_fails_its_job_only_and_keeps_a_traceback(tmp_path, to
     def broken_metric(*args, **kwargs):
         raise ZeroDivisionError("a bug in a metric")
 
-    monkeypatch.setattr(execute.metrics, "cam_similarity", broken_metric)
+    monkeypatch.setattr(metrics, "cam_similarity", broken_metric)
     out = tmp_path / "run"
     outcome, _ = _run(toy_registry, out, tmp_path / "cache")
     assert sorted(outcome.failed) == ["explain-tiny-r00-noise-intensity",

@@ -76,7 +76,7 @@ def test_the_closure_follows_project_imports_only(plugin_package):
     assert weights_code(_component(build))["modules"] > len(found)  # benchlab's own too
 
 
-@pytest.mark.parametrize("module", ["benchlab.execute", "benchlab.training", "benchlab.data",
+@pytest.mark.parametrize("module", ["benchlab.execute.train", "benchlab.training", "benchlab.data",
                                     "benchlab_plugins.cnn", "benchlab.components"])
 def test_editing_benchlab_code_that_decides_the_weights_changes_the_key(monkeypatch, module):
     """The train job function, the trainer, data loading and the model's own module

@@ -30,7 +30,7 @@ from torch import device as torch_device
 
 from benchlab import guards
 from benchlab.execute import JobResult, Workspace, resolve_device
-from benchlab.executors import Done, Task, run_task
+from benchlab.executors.contract import Done, Task, run_task
 from benchlab.jobs import Job
 
 INSTALL_HINT = "--executor dask needs Dask distributed: pip install 'benchlab[dask]'"

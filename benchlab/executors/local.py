@@ -13,7 +13,7 @@ import torch
 
 from benchlab import guards, training
 from benchlab.execute import Workspace, train_config
-from benchlab.executors import Done, Task, run_task
+from benchlab.executors.contract import Done, Task, run_task
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
 
