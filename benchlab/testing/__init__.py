@@ -32,7 +32,7 @@ from benchlab.testing.attacks import check_attack
 from benchlab.testing.datasets import check_dataset
 from benchlab.testing.explainers import check_explainer
 from benchlab.testing.fixtures import synthetic_batch, tiny_cnn
-from benchlab.testing.kit import Check, CheckFailure, CheckResult, Requirement, resolve
+from benchlab.testing.kit import Check, CheckFailure, CheckResult, resolve
 from benchlab.testing.models import check_model
 from benchlab.testing.run import parametrize_with_checks, run_checks
 
@@ -40,7 +40,6 @@ __all__ = [
     "Check",
     "CheckFailure",
     "CheckResult",
-    "Requirement",
     "check_attack",
     "check_dataset",
     "check_explainer",
