@@ -607,3 +607,142 @@ def test_parametrize_ids_name_component_params_and_check(registry):
     assert "needy(step=0.5)-eps_ball" in ids
     assert "saliency-no_hooks_left" in ids
     assert len(ids) == len(set(ids)) == len(mark.args[1])
+
+
+# -- expected failures -------------------------------------------------------------------
+
+def test_an_expected_failure_that_fails_is_reported_as_such():
+    results = {r.name: r for r in run_checks(
+        component("attack", "unseeded", unseeded),
+        expected_failures={"seeded": "draws from its own generator by design"})}
+    assert failing(results.values()) == set()
+    seeded = results["seeded"]
+    assert seeded.xfailed and not seeded.failed and seeded.outcome == "xfailed"
+    assert seeded.message.startswith("expected to fail (draws from its own generator by "
+                                     "design): two calls after torch.manual_seed(0) differ")
+    assert results["output_shape"].outcome == "passed"
+
+
+def test_an_expected_failure_that_passes_is_an_unexpected_pass():
+    results = {r.name: r for r in run_checks(component("attack", "good", good_attack),
+                                             expected_failures={"eps_zero": "stale"})}
+    assert failing(results.values()) == {"eps_zero"}
+    assert results["eps_zero"].message == (
+        "unexpected pass: expected to fail (stale), but it passed; remove 'eps_zero' "
+        "from expected_failures")
+
+
+def test_a_called_expected_failure_xfails_with_the_reason_and_a_pass_fails():
+    checks = {c.name: c for c in check_attack(component("attack", "u", unseeded),
+                                              expected_failures={"seeded": "known limit",
+                                                                 "finite": "stale"})}
+    with pytest.raises(pytest.xfail.Exception, match="known limit"):
+        checks["seeded"](component("attack", "u", unseeded))
+    with pytest.raises(CheckFailure, match="unexpected pass: expected to fail \\(stale\\)"):
+        checks["finite"](component("attack", "u", unseeded))
+    assert checks["seeded"].expected_failure == "known limit"
+    assert checks["output_shape"].expected_failure is None
+
+
+def test_an_expected_failure_must_name_a_check_of_the_kind():
+    good = component("attack", "good", good_attack)
+    with pytest.raises(LookupError, match="unknown attack check 'seeds'; did you mean "
+                                          "'seeded'\\? \\(known: output_shape, finite, "):
+        check_attack(good, expected_failures={"seeds": "typo"})
+    with pytest.raises(LookupError, match="unknown model check 'seeded'"):
+        run_checks(component("model", "good", good_model),
+                   expected_failures={"seeded": "not a model check"})
+    with pytest.raises(ValueError, match="expected failure 'seeded' needs a reason"):
+        check_attack(good, expected_failures={"seeded": ""})
+    with pytest.raises(LookupError, match="unknown attack check"):
+        parametrize_with_checks([good], expected_failures={"check_deterministic": "x"})
+
+
+# The decorator with expected failures inside pytest: `seeded` is reported as xfailed.
+@parametrize_with_checks([component("attack", "unseeded", unseeded)],
+                         expected_failures={"seeded": "draws from its own generator"})
+def test_parametrize_with_checks_reports_expected_failures(component, check):
+    check(component)
+
+
+def test_parametrize_takes_expected_failures_per_component(registry):
+    def expected(target):
+        return {"seeded": "randomised"} if target.kind == "attack" else None
+
+    mark = parametrize_with_checks(["fgsm_like", component("model", "good", good_model)],
+                                   registry=registry, expected_failures=expected)
+    checks = {id_: value.values[1] if hasattr(value, "marks") else value[1]
+              for id_, value in zip(mark.kwargs["ids"], mark.args[1], strict=True)}
+    assert checks["fgsm_like-seeded"].expected_failure == "randomised"
+    assert checks["good-logits"].expected_failure is None
+
+
+# -- checks selected by declared capabilities ----------------------------------------------
+
+CALLS = itertools.count()
+
+
+def counted_random_attack(model, images, labels, eps, params):
+    next(CALLS)
+    return random_attack(model, images, labels, eps, params)
+
+
+class RandomStartParams(benchlab.Params):
+    random_start: bool = True
+
+
+def maybe_random(model, images, labels, eps, params):
+    attack = random_attack if params.random_start else good_attack
+    return attack(model, images, labels, eps, params)
+
+
+def test_a_declared_randomised_attack_has_the_batch_split_check_left_out():
+    declared = component("attack", "random", counted_random_attack, randomised=True)
+    (check,) = [c for c in check_attack(declared) if c.name == "batch_halves"]
+    assert "declared randomised (register(..., randomised=...))" in (
+        check.left_out_reason(declared))
+    before = next(CALLS)
+    result = check.run(declared)
+    assert result.skipped and result.message.startswith("not applicable: the attack is "
+                                                        "declared randomised")
+    assert next(CALLS) == before + 1  # the attack was never called for a left-out check
+    results = run_checks(declared)
+    assert failing(results) == set() and skipped(results) == {"batch_halves"}
+
+
+def test_randomised_may_be_a_function_of_the_parameters():
+    declared = component("attack", "maybe", maybe_random, params=RandomStartParams,
+                         randomised=lambda params: params.random_start)
+    assert skipped(run_checks(declared)) == {"batch_halves"}
+    deterministic = run_checks(declared, params={"random_start": False})
+    assert all(r.passed for r in deterministic), deterministic
+
+
+def test_an_attack_declared_deterministic_is_not_probed_and_a_false_claim_fails():
+    lying = component("attack", "random", random_attack, randomised=False)
+    results = {r.name: r for r in run_checks(lying)}
+    assert results["batch_halves"].failed
+    assert "two halves changes the result" in results["batch_halves"].message
+    honest = component("attack", "good", good_attack, randomised=False)
+    assert all(r.passed for r in run_checks(honest))
+
+
+def test_parametrize_marks_the_checks_left_out_as_skipped():
+    mark = parametrize_with_checks([component("model", "good", good_model),
+                                    component("attack", "random", random_attack,
+                                              randomised=True)])
+    left_out = {id_: value.marks for id_, value in zip(mark.kwargs["ids"], mark.args[1],
+                                                         strict=True) if hasattr(value, "marks")}
+    assert set(left_out) == {"good-named_layers", "random-batch_halves"}
+    (skip,) = left_out["good-named_layers"]
+    assert skip.name == "skip" and "declares no layers" in skip.args[0]
+    (skip,) = left_out["random-batch_halves"]
+    assert skip.name == "skip" and "declared randomised" in skip.args[0]
+
+
+def test_invalid_params_leave_the_check_in_to_report_them():
+    needy = component("attack", "needy", needs_params, params=StepParams,
+                      randomised=lambda params: True)
+    results = {r.name: r for r in run_checks(needy)}
+    assert results["batch_halves"].failed
+    assert "no default for step" in results["batch_halves"].message
