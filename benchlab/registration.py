@@ -60,6 +60,9 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
                 _is_threat, "the norm the attack bounds, or that it is minimum-norm"),
         Keyword("targets", "a function (model, images, labels, params) -> classes", callable,
                 "the classes a targeted attack aims at, so success means reaching them"),
+        Keyword("randomised", "True, False or a function (params) -> bool",
+                lambda v: isinstance(v, bool) or callable(v),
+                "whether the attack draws random numbers (the kit's determinism check)"),
     )},
     "explainer": {k.name: k for k in (
         _LIBRARY, _CHECK_MODEL,
