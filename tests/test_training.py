@@ -13,16 +13,9 @@ from conftest import quadrants
 from torch import nn
 
 from benchlab.components import DatasetInfo, DatasetSplit
-from benchlab.training import (
-    EpochRecord,
-    RunResult,
-    TrainConfig,
-    _dropout_mask,
-    _SeededDropout,
-    evaluate,
-    pack_size,
-    train_runs,
-)
+from benchlab.training import EpochRecord, RunResult, TrainConfig, evaluate, pack_size, train_runs
+from benchlab.training.randomness import SeededDropout as _SeededDropout
+from benchlab.training.randomness import dropout_mask as _dropout_mask
 from benchlab_plugins.cnn import CNNParams, build_cnn, build_cnn_bn
 
 # Small images keep the real architecture (BatchNorm, two dropouts) but make it cheap.

@@ -1,0 +1,165 @@
+"""Training the runs of one configuration: alone, or side by side in packs of threads."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+import torch
+from torch import nn
+
+from benchlab.components import DatasetSplit
+from benchlab.training.config import EpochRecord, OnEpoch, RunResult, TrainConfig, pack_size
+from benchlab.training.randomness import draws_from_global_rng
+from benchlab.training.run import Data, ignore, prepare, to_float, train_run
+
+
+def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]],
+               train: DatasetSplit, test: DatasetSplit,
+               config: TrainConfig, seeds: Sequence[int],
+               device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
+               *, pack: int | None = None,
+               curve_split: DatasetSplit | None = None,
+               threads: int | None = None) -> list[RunResult]:
+    """Train one run per seed of the model ``build()`` returns; results in seed order.
+
+    ``build`` is called once per run under that run's seed and must return a module
+    mapping images in [0, 1] of shape (N, C, H, W) to logits. A sequence of builds,
+    one per seed, trains different models with one configuration (runs of different
+    models can then share a pack). An exception raised by a run carries the index
+    of that run in ``benchlab_run`` (where the exception accepts attributes), so a
+    caller that mixed models knows which one failed. ``on_epoch(i, record)``
+    is called in the calling thread after every epoch of run ``seeds[i]``. ``pack``
+    overrides :func:`pack_size` (1 trains the runs one at a time). With
+    ``config.eval_every`` set, every run is also evaluated on ``curve_split``
+    (default: ``test``) every ``eval_every`` steps (:attr:`RunResult.steps`).
+
+    The same seeds give the same results on the same machine. A run trained in a
+    pack computes with one intra-op thread instead of all of them, which changes
+    results by floating-point rounding only. ``threads`` (CPU) fixes every run's
+    intra-op threads, alone or in a pack, so that its result does not depend on
+    how it was packed: with ``threads=1`` a run alone, a run in a pack and a run in
+    a single-threaded worker process give identical results.
+    """
+    device = torch.device(device)
+    seeds = [int(s) for s in seeds]
+    builds = [build] * len(seeds) if callable(build) else list(build)
+    if len(builds) != len(seeds):
+        raise ValueError(f"got {len(builds)} builds for {len(seeds)} seeds; expected one "
+                         "build, or one per seed")
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError("train and test splits must not be empty")
+    if not seeds:
+        return []
+    pack = pack_size(config, device) if pack is None else pack
+    if pack < 1:
+        raise ValueError(f"pack must be >= 1, got {pack}")
+    if curve_split is not None and len(curve_split) == 0:
+        raise ValueError("curve_split must not be empty")
+    data = Data(train, test, device, curve_split)
+
+    if pack > 1:
+        distinct = {id(b): i for i, b in enumerate(builds)}.values()
+        for i in distinct:
+            with _naming_run(i):
+                if draws_from_global_rng(prepare(builds[i], seeds[i], device),
+                                         to_float(data.images[:2])):
+                    pack = 1  # its randomness could only be reproduced one run at a time
+                    break
+
+    results: list[RunResult | None] = [None] * len(seeds)
+    for first in range(0, len(seeds), pack):
+        indices = range(first, min(first + pack, len(seeds)))
+        # Built here, one after the other: seeding the global generator is not thread-safe.
+        models = {}
+        for i in indices:
+            with _naming_run(i):
+                models[i] = prepare(builds[i], seeds[i], device)
+        if len(indices) == 1:
+            i = indices[0]
+            emit = functools.partial(on_epoch or ignore, i)
+            with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
+                results[i] = train_run(models[i], seeds[i], data, config, device, emit,
+                                        pack=1)
+        else:
+            for i, result in _train_concurrently(models, seeds, data, config, device,
+                                                 on_epoch, threads).items():
+                results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: Data,
+                        config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None,
+                        threads: int | None = None) -> dict[int, RunResult]:
+    """Train ``models`` (run index -> model) at the same time, one thread and core each.
+
+    Worker threads hand their epoch records to this thread, which calls
+    ``on_epoch``; if anything fails, the other runs stop at their next step.
+    """
+    total_threads = torch.get_num_threads()
+    intra = threads or max(1, total_threads // len(models))
+    records: queue.SimpleQueue[tuple[int, EpochRecord]] = queue.SimpleQueue()
+    cancel = threading.Event()
+
+    def job(i: int) -> RunResult:
+        torch.set_num_threads(intra)  # sets this thread's OpenMP team size too
+        with _naming_run(i):
+            return train_run(models[i], seeds[i], data, config, device,
+                              lambda record: records.put((i, record)), pack=len(models),
+                              cancel=cancel)
+
+    def deliver() -> None:
+        while not records.empty():
+            i, record = records.get()
+            if on_epoch is not None:
+                on_epoch(i, record)
+
+    torch.set_num_threads(intra)
+    try:
+        with ThreadPoolExecutor(len(models), thread_name_prefix="benchlab-run") as pool:
+            futures = {i: pool.submit(job, i) for i in models}
+            try:
+                pending = set(futures.values())
+                while pending:
+                    done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
+                    deliver()
+                    for future in done:
+                        future.result()  # re-raises a run's failure here
+                return {i: future.result() for i, future in futures.items()}
+            except BaseException:
+                cancel.set()
+                raise
+    finally:
+        torch.set_num_threads(total_threads)
+
+
+@contextlib.contextmanager
+def _naming_run(index: int) -> Iterator[None]:
+    """Mark an exception escaping from here with the index of the run that raised it."""
+    try:
+        yield
+    except BaseException as exc:
+        if not hasattr(exc, "benchlab_run"):
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.benchlab_run = index  # type: ignore[attr-defined]
+        raise
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Compute with ``threads`` intra-op threads inside (None: leave them as they are)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
