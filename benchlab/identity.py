@@ -19,6 +19,7 @@ import inspect
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,15 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     they are left out and keys stay those of suites that predate them.
     """
     skip = {"test_batch_size"} | ({"eval_every", "eval_size"}
-                                  if job.train.get("eval_every") is None else set())
-    train = {k: v for k, v in job.train.items() if k not in skip}
+                                  if job.train.eval_every is None else set())
+    train = {k: v for k, v in asdict(job.train).items() if k not in skip}
     compute: dict[str, Any] = {"device": device_type, "torch": torch.__version__}
     if device_type == "cpu":
         compute["threads_per_run"] = THREADS_PER_RUN
     model = registry.get("model", job.model.name)
-    dataset = registry.get("dataset", job.dataset["name"])
+    dataset = registry.get("dataset", job.dataset.name)
     return {"model": job.model.name, "params": job.model.params,
-            "dataset": job.dataset, "train": train, "seed": job.seed,
+            "dataset": asdict(job.dataset), "train": train, "seed": job.seed,
             "code": weights_code(model, dataset), "compute": compute}
 
 

@@ -14,7 +14,7 @@ Three kinds, run in this order:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -31,18 +31,57 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class DatasetSpec:
+    """Which dataset, and how many of the first samples of each split (None: all)."""
+
+    name: str
+    train_size: int | None
+    test_size: int | None
+
+    def size(self, which: str) -> int | None:
+        return self.train_size if which == "train" else self.test_size
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How a model is trained: the suite's ``train`` section less ``runs`` and ``seed``."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    test_batch_size: int
+    precision: str
+    eval_every: int | None  # learning curves: every N steps (None: off)
+    eval_size: int | None  # ... on the first N test images
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How a trained model is attacked and explained (the suite's ``evaluate`` section,
+    with the sizes of this job's attack or explainer)."""
+
+    test_size: int | None  # images attacked
+    explain_size: int  # images explained
+    count: int  # images in a grid figure
+    runs: int | None  # runs attacked and explained (None: all)
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     kind: JobKind
     model: ComponentSpec
-    dataset: dict[str, Any]
-    train: dict[str, Any]
+    dataset: DatasetSpec
+    train: TrainSpec
     run: int
     seed: int
     attack: ComponentSpec | None = None
     eps: tuple[float, ...] = ()
     explainer: ComponentSpec | None = None
-    evaluate: dict[str, Any] = field(default_factory=dict)
+    evaluate: EvalSpec | None = None  # attack and explain jobs
     # what the job depends on, by name: the train job whose model it uses (attack and
     # explain jobs) and the attack job whose images it explains (explain jobs)
     train_job: str | None = None
@@ -63,12 +102,23 @@ class Job:
             if data.get(key) is not None:
                 data[key] = ComponentSpec(**data[key])
         data["eps"] = tuple(data.get("eps", ()))
+        data["dataset"] = DatasetSpec(**data["dataset"])
+        data["train"] = TrainSpec(**data["train"])
+        if data.get("evaluate") is not None:
+            data["evaluate"] = EvalSpec(**data["evaluate"])
         return cls(**data)
 
     def pack_key(self) -> tuple[Any, ...]:
         """Jobs with equal pack keys may be trained together: the same data and training
         configuration; their models and seeds may differ (each run computes alone)."""
-        return (self.kind, repr(sorted(self.dataset.items())), repr(sorted(self.train.items())))
+        return (self.kind, self.dataset, self.train)
+
+    @property
+    def evaluation(self) -> EvalSpec:
+        """How an attack or explain job evaluates (a train job has no such settings)."""
+        if self.evaluate is None:
+            raise ValueError(f"{self.kind} job {self.id} has no evaluation settings")
+        return self.evaluate
 
 
 def _spec(ref) -> ComponentSpec:
@@ -77,9 +127,9 @@ def _spec(ref) -> ComponentSpec:
 
 def expand(suite: Suite) -> list[Job]:
     """All jobs of a suite, each after the jobs it depends on."""
-    dataset = suite.dataset.model_dump(mode="json")
-    train = suite.train.model_dump(mode="json", exclude={"runs", "seed"})
-    evaluate = suite.evaluate.model_dump(mode="json")
+    dataset = DatasetSpec(**suite.dataset.model_dump(mode="json"))
+    train = TrainSpec(**suite.train.model_dump(mode="json", exclude={"runs", "seed"}))
+    evaluate = EvalSpec(**suite.evaluate.model_dump(mode="json"))
     evaluated_runs = suite.train.runs if suite.evaluate.runs is None \
         else min(suite.evaluate.runs, suite.train.runs)
     jobs: list[Job] = []
@@ -102,7 +152,7 @@ def expand(suite: Suite) -> list[Job]:
                     test_size = size_of[attack.key] or suite.evaluate.test_size
                     jobs.append(Job(id=attack_id, kind="attack", attack=attack,
                                     eps=eps_of[attack.key],
-                                    evaluate={**evaluate, "test_size": test_size},
+                                    evaluate=replace(evaluate, test_size=test_size),
                                     train_job=train_id, **common))
                 for ex_ref in suite.explainers:
                     explainer = _spec(ex_ref)
@@ -115,6 +165,6 @@ def expand(suite: Suite) -> list[Job]:
                         id=f"explain-{model.key}-r{run:02d}-{attack_part}-{explainer.key}",
                         kind="explain", attack=attack,
                         eps=eps_of[attack.key] if attack is not None else (),
-                        explainer=explainer, evaluate={**evaluate, "explain_size": size},
+                        explainer=explainer, evaluate=replace(evaluate, explain_size=size),
                         train_job=train_id, attack_job=attack_id, **common))
     return jobs

@@ -1,7 +1,7 @@
 """Numerics of a robustness report: pure functions on tensors.
 
 Robustness per epsilon (:func:`accuracy`, :func:`attack_success_rate`,
-:func:`perturbation_norms`); how the attention of a model moves between clean
+:func:`mean_perturbation_norms`); how the attention of a model moves between clean
 and adversarial maps (:func:`cam_similarity`, :func:`background_share`,
 :func:`cam_intensity`), which images those are defined on (:func:`empty_maps`,
 :func:`common_population`); whether a map is faithful to the model
@@ -43,7 +43,7 @@ __all__ = [
     "difference_ci",
     "empty_maps",
     "mean_ci",
-    "perturbation_norms",
+    "mean_perturbation_norms",
     "predictions",
     "rank_correlation",
     "share_ci",
@@ -90,7 +90,7 @@ def attack_success_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels
     return hits / eligible.float().sum(dim=-1)
 
 
-def perturbation_norms(images: torch.Tensor,
+def mean_perturbation_norms(images: torch.Tensor,
                        adversarial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean L-infinity and mean L2 norm of ``adversarial - images``.
 

@@ -28,7 +28,7 @@ class Progress:
 
     def expect(self, jobs: Iterable[Job]) -> None:
         """The jobs still to run: an epoch of training or a job is one step."""
-        self.bar.total = sum(int(j.train["epochs"]) if j.kind == "train" else 1 for j in jobs)
+        self.bar.total = sum(j.train.epochs if j.kind == "train" else 1 for j in jobs)
         self.bar.refresh()
 
     def advance(self, steps: int = 1) -> None:

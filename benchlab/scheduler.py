@@ -47,7 +47,7 @@ class Scheduler:
         for job in jobs:
             if job.kind == "explain" and job.attack_job is not None:
                 self.keep[job.attack_job] = max(self.keep.get(job.attack_job, 0),
-                                                job.evaluate["explain_size"])
+                                                job.evaluation.explain_size)
 
     def training_packs(self, pack_size: Callable[[Job], int]) -> Iterator[list[Job]]:
         """The train jobs still to run, in packs of one configuration (:meth:`Job.pack_key`)

@@ -30,6 +30,12 @@ import pandas as pd
 from scipy import stats as _scipy
 
 from benchlab import stats
+from benchlab.suite.schema import (
+    REPORT_ALPHA,
+    REPORT_AUC_EPOCHS,
+    REPORT_EQUIVALENCE_MARGIN,
+    REPORT_STEP_THRESHOLDS,
+)
 
 CURVE_METRIC = "step_test_acc"
 POWER = 0.8  # the power a "runs needed" estimate aims for
@@ -37,10 +43,12 @@ POWER = 0.8  # the power a "runs needed" estimate aims for
 
 @dataclass(frozen=True)
 class Settings:
-    alpha: float = 0.05
-    step_thresholds: tuple[float, ...] = (0.97, 0.98)
-    auc_epochs: float = 1.0
-    margin_pp: float | None = None  # equivalence margin, percentage points
+    """The report section of a suite, as the verdict reads it (defaults: the suite's)."""
+
+    alpha: float = REPORT_ALPHA
+    step_thresholds: tuple[float, ...] = REPORT_STEP_THRESHOLDS
+    auc_epochs: float = REPORT_AUC_EPOCHS
+    margin_pp: float | None = REPORT_EQUIVALENCE_MARGIN  # percentage points
 
 
 # --------------------------------------------------------------------------- per run

@@ -10,6 +10,7 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 
+from benchlab.attention import randomised_copy
 from benchlab.metrics import (
     Estimate,
     common_population,
@@ -20,7 +21,6 @@ from benchlab.metrics import (
     rank_correlation,
     share_ci,
 )
-from benchlab.modes import randomised_copy
 
 
 def maps(*values: list[float]) -> torch.Tensor:

@@ -106,7 +106,7 @@ def _measurements(path: Path) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns[:-1]), na_position="first").reset_index(drop=True)
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_fgsm_gradcam_suite_on_real_mnist(tmp_path, cache_env):
     out = tmp_path / "run"
     result = benchlab("run", "suites/fgsm_gradcam.yaml", *SMALL, "--out", str(out),
@@ -152,7 +152,7 @@ def test_fgsm_gradcam_suite_on_real_mnist(tmp_path, cache_env):
     assert redo.returncode == 0 and (out / "robustness.png").exists()
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_jobs_and_resume_completes_them(tmp_path, cache_env):
     args = ["suites/fgsm_gradcam.yaml", *SMALL, "--device", "cpu"]
     reference = tmp_path / "reference"

@@ -79,7 +79,7 @@ def _trained_cnn_bn_on_mnist(steps: int = 20) -> tuple[torch.nn.Module, torch.Te
     return model.eval(), test.floats()
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_gradcam_equals_captum_layer_gradcam_on_real_mnist():
     model, images = _trained_cnn_bn_on_mnist()
     ours = gradcam(model, images, GradCAMParams(layer="bn2"))

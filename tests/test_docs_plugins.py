@@ -293,7 +293,7 @@ def test_the_tutorial_runs_as_written(tutorial):
     assert (tutorial.target / "benchlab_pgd-0.1.0.dist-info").is_dir()
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_the_tutorial_suite_runs(tutorial, tmp_path, mnist_root):
     pytest.importorskip("benchlab.runner", reason="benchlab.runner is not available yet")
     (command, cwd), = tutorial.deferred

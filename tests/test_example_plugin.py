@@ -185,7 +185,7 @@ evaluate: {test_size: 200}
 """
 
 
-@pytest.mark.suite
+@pytest.mark.slow
 def test_a_suite_runs_pgd_beside_fgsm(pgd_site, tmp_path, mnist_root):
     pytest.importorskip("benchlab.runner", reason="benchlab.runner is not available yet")
     pytest.importorskip("benchlab.cli", reason="benchlab.cli is not available yet")

@@ -24,9 +24,9 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
     started_job = time.perf_counter()
     component = ws.registry.get("attack", job.attack.name)
     params = component.params.model_validate(job.attack.params)
-    split = ws.split(job.dataset, "test", job.evaluate["test_size"])
+    split = ws.split(job.dataset, "test", job.evaluation.test_size)
     images, labels = split.floats(ws.device), split.labels.to(ws.device)
-    batch = job.evaluate["batch_size"]
+    batch = job.evaluation.batch_size
     model = ws.trained_model(job, state, images[:batch])
     clean_pred, _ = predict(model, images, batch)
     eps = list(job.eps)
@@ -47,7 +47,7 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
             row(job, "accuracy.n", float(len(labels)), attack=job.attack.key, eps=0.0)]
     for i, e in enumerate(eps):
         adv_pred, _ = predict(model, adversarial[i], batch)
-        linf, l2 = metrics.perturbation_norms(images, adversarial[i])
+        linf, l2 = metrics.mean_perturbation_norms(images, adversarial[i])
         where = dict(attack=job.attack.key, eps=e)
         rows += [
             row(job, "accuracy", metrics.accuracy(adv_pred, labels), **where),

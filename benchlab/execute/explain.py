@@ -21,10 +21,10 @@ def explain(job: Job, ws: Workspace, state: StateDict,
     started_job = time.perf_counter()
     component = ws.registry.get("explainer", job.explainer.name)
     params = component.params.model_validate(job.explainer.params)
-    size = job.evaluate["explain_size"]
+    size = job.evaluation.explain_size
     split = ws.split(job.dataset, "test", size)
     images, labels = split.floats(ws.device), split.labels.to(ws.device)
-    model = ws.trained_model(job, state, images[: job.evaluate["batch_size"]])
+    model = ws.trained_model(job, state, images[: job.evaluation.batch_size])
     eps: list[float] = [0.0]
     batches = [images]
     if job.attack is not None:
@@ -38,7 +38,7 @@ def explain(job: Job, ws: Workspace, state: StateDict,
         eps += [float(e) for e in job.eps]
         batches += list(adversarial["adversarial"][:, : len(labels)].to(ws.device))
 
-    batch_size = job.evaluate["batch_size"]
+    batch_size = job.evaluation.batch_size
 
     def run(net: torch.nn.Module, batch: torch.Tensor, p: Any = params) -> torch.Tensor:
         return component.obj(net, batch, p)
@@ -72,7 +72,7 @@ def explain(job: Job, ws: Workspace, state: StateDict,
 
     from benchlab.report.grid import pick_distinct_digits
 
-    picks = pick_distinct_digits(labels.cpu(), job.evaluate["count"]).to(ws.device)
+    picks = pick_distinct_digits(labels.cpu(), job.evaluation.count).to(ws.device)
     grid_images = torch.stack([b[picks, 0] for b in batches]).cpu()
     grid_maps = torch.stack([m[picks] for m in maps]).cpu()
     preds, confs = zip(*(predict(model, b[picks], len(picks)) for b in batches))

@@ -14,7 +14,7 @@ _EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_tim
 
 def row(job: Job, metric: str, value: float, **where: Any) -> dict[str, Any]:
     """One measurement of ``job`` as a row of results.csv."""
-    return {"job": job.id, "model": job.model.key, "dataset": job.dataset["name"],
+    return {"job": job.id, "model": job.model.key, "dataset": job.dataset.name,
             "run": job.run, "seed": job.seed, "epoch": where.get("epoch"),
             "step": where.get("step"), "attack": where.get("attack"), "eps": where.get("eps"),
             "explainer": where.get("explainer"), "metric": metric, "value": float(value)}

@@ -18,7 +18,7 @@ OnEpoch = Callable[[str, dict[str, float]], None]
 
 def _curve_size(job: Job) -> int | None:
     """How many of the first test images a learning curve is evaluated on."""
-    sizes = [s for s in (job.train.get("eval_size"), job.dataset.get("test_size"))
+    sizes = [s for s in (job.train.eval_size, job.dataset.test_size)
              if s is not None]
     return min(sizes) if sizes else None
 
@@ -26,7 +26,7 @@ def _curve_size(job: Job) -> int | None:
 def train_config(job: Job) -> training.TrainConfig:
     """The trainer's configuration of a train job (the suite's train keys it knows)."""
     known = training.TrainConfig.__dataclass_fields__
-    return training.TrainConfig(**{k: v for k, v in job.train.items() if k in known})
+    return training.TrainConfig(**{k: v for k, v in asdict(job.train).items() if k in known})
 
 
 

@@ -19,7 +19,7 @@ import torch
 
 from benchlab import guards
 from benchlab.components import Component, DatasetSplit
-from benchlab.jobs import Job
+from benchlab.jobs import DatasetSpec, Job
 from benchlab.messages import describe
 from benchlab.plugins import Registry
 
@@ -58,7 +58,7 @@ def build_model(job: Job, registry: Registry) -> torch.nn.Module:
     """A freshly initialised model of ``job``: its component, parameters and dataset."""
     component = registry.get("model", job.model.name)
     params = component.params.model_validate(job.model.params)
-    return component.obj(registry.get("dataset", job.dataset["name"]).obj.info, params)
+    return component.obj(registry.get("dataset", job.dataset.name).obj.info, params)
 
 
 class Workspace:
@@ -72,13 +72,13 @@ class Workspace:
         self.registry, self.device, self.root = registry, torch.device(device), Path(root)
         self._splits: dict[tuple[str, str, int | None], DatasetSplit] = {}
 
-    def split(self, dataset: dict[str, Any], which: str, size: int | None = None
+    def split(self, dataset: DatasetSpec, which: str, size: int | None = None
               ) -> DatasetSplit:
-        limit = size if size is not None else dataset.get(f"{which}_size")
-        key = (dataset["name"], which, limit)
+        limit = size if size is not None else dataset.size(which)
+        key = (dataset.name, which, limit)
         if key not in self._splits:
-            component = self.registry.get("dataset", dataset["name"])
-            with blame("dataset", dataset["name"], component):
+            component = self.registry.get("dataset", dataset.name)
+            with blame("dataset", dataset.name, component):
                 full = component.obj.load(which, self.root)
             self._splits[key] = full.head(limit)
         return self._splits[key]
@@ -100,7 +100,7 @@ class Workspace:
             model = self.build(job)
             model.load_state_dict(state)
             model = model.to(self.device).eval()
-            info = self.registry.get("dataset", job.dataset["name"]).obj.info
+            info = self.registry.get("dataset", job.dataset.name).obj.info
             with torch.no_grad():
                 guards.check_logits(model(probe), len(probe), info.num_classes)
         return model
