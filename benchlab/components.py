@@ -30,7 +30,7 @@ class NoParams(Params):
 
 
 class ParamError(ValueError):
-    """Raised by a component's ``check_model`` when a parameter does not fit the model.
+    """Raised by a component's ``check_params`` when a parameter does not fit the model.
 
     ``field`` names the parameter, so that validation points at its line.
     """

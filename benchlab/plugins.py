@@ -31,7 +31,7 @@ from benchlab import hookspecs
 from benchlab.components import KINDS, Component, Dataset, Kind, NoParams, Provenance
 from benchlab.messages import describe
 from benchlab.messages import unknown_name as unknown_name_message
-from benchlab.registration import keyword_problem
+from benchlab.registration import keyword_problem, normalised
 
 ENTRY_POINT_GROUP = "benchlab"
 OPTIONAL_GROUP = "benchlab.optional"
@@ -160,7 +160,8 @@ class Registry:
             if problem is not None:
                 raise PluginError(f"plugin {provenance}: {kind} {name!r}: {problem}")
             self.add(Component(kind=kind, name=name, obj=obj, params=params or NoParams,
-                               provenance=provenance, description=description, extra=extra))
+                               provenance=provenance, description=description,
+                               extra=normalised(extra)))
 
         return register
 

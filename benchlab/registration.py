@@ -15,7 +15,7 @@ from typing import Any
 from benchlab.components import Kind, ThreatModel
 from benchlab.messages import did_you_mean
 
-__all__ = ["KEYWORDS", "Keyword", "keyword_problem"]
+__all__ = ["ALIASES", "KEYWORDS", "Keyword", "keyword_problem", "normalised"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ def _is_threat(value: Any) -> bool:
 
 _LIBRARY = Keyword("library", "the adapted library's name and version, as text", _is_text,
                    "an adapter's library, listed by `benchlab plugins`")
-_CHECK_MODEL = Keyword("check_model", "a function (model, info, params)", callable,
-                       "checks parameters that depend on the model before anything trains")
+_CHECK_PARAMS = Keyword("check_params", "a function (model, info, params)", callable,
+                        "checks parameters that depend on the model before anything trains")
+
+#: older names still accepted: old -> new
+ALIASES = {"check_model": "check_params"}
 
 #: kind -> keyword name -> what it must be
 KEYWORDS: dict[Kind, dict[str, Keyword]] = {
@@ -55,7 +58,7 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
                 "the module names explainers can address; the kit checks they exist"),
     )},
     "attack": {k.name: k for k in (
-        _LIBRARY, _CHECK_MODEL,
+        _LIBRARY, _CHECK_PARAMS,
         Keyword("threat", "a benchlab.ThreatModel or a function (params) -> ThreatModel",
                 _is_threat, "the norm the attack bounds, or that it is minimum-norm"),
         Keyword("targets", "a function (model, images, labels, params) -> classes", callable,
@@ -65,7 +68,7 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
                 "whether the attack draws random numbers (the kit's determinism check)"),
     )},
     "explainer": {k.name: k for k in (
-        _LIBRARY, _CHECK_MODEL,
+        _LIBRARY, _CHECK_PARAMS,
         Keyword("layer_choices", "a function (model, images) -> layer names", callable,
                 "the layers the explainer can be computed at"),
         Keyword("explained_layer", "a function (model, params) -> layer name", callable,
@@ -74,14 +77,23 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
 }
 
 
+def normalised(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with older keyword names replaced by their current ones."""
+    return {ALIASES.get(name, name): value for name, value in extra.items()}
+
+
 def keyword_problem(kind: Kind, extra: Mapping[str, Any]) -> str | None:
     """What is wrong with the keywords ``extra`` given to ``register`` for a ``kind``."""
     accepted = KEYWORDS[kind]
+    for old, new in ALIASES.items():
+        if old in extra and new in extra:
+            return f"keywords '{old}' and '{new}' name the same thing; give '{new}' only"
     for name, value in extra.items():
-        keyword = accepted.get(name)
+        keyword = accepted.get(ALIASES.get(name, name))
         if keyword is None:
             known = ", ".join(sorted(accepted)) or "none"
-            return (f"unknown keyword '{name}'{did_you_mean(name, accepted)} "
+            candidates = [*accepted, *(a for a, n in ALIASES.items() if n in accepted)]
+            return (f"unknown keyword '{name}'{did_you_mean(name, candidates)} "
                     f"(a {kind} accepts: params, description, {known})")
         if not keyword.accepts(value):
             return f"keyword '{name}': expected {keyword.expected}, got {value!r}"

@@ -235,7 +235,7 @@ def ifgsm(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return out
 
 
-def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
+def check_params(model: torch.nn.Module, info: benchlab.DatasetInfo,
                 params: FGSMParams) -> None:
     """Refuse, at validation, a target class the dataset does not have."""
     if params.target_class is not None and params.target_class >= info.num_classes:
@@ -245,7 +245,7 @@ def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
 
 @benchlab.hookimpl
 def register_attacks(register):
-    register("fgsm", fgsm, params=FGSMParams, targets=attack_targets, check_model=check_model,
+    register("fgsm", fgsm, params=FGSMParams, targets=attack_targets, check_params=check_params,
              description="Fast Gradient Sign Method (Goodfellow et al., 2015), L-inf, one step")
-    register("ifgsm", ifgsm, params=IFGSMParams, targets=attack_targets, check_model=check_model,
+    register("ifgsm", ifgsm, params=IFGSMParams, targets=attack_targets, check_params=check_params,
              description="iterative FGSM (Kurakin et al., 2017), L-inf, no random start")

@@ -197,7 +197,7 @@ def gradcam(model: torch.nn.Module, images: torch.Tensor, params: GradCAMParams)
     return out
 
 
-def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
+def check_params(model: torch.nn.Module, info: benchlab.DatasetInfo,
                 params: GradCAMParams) -> None:
     """Refuse, at validation, a layer the model lacks or a class it cannot predict."""
     try:
@@ -211,6 +211,6 @@ def check_model(model: torch.nn.Module, info: benchlab.DatasetInfo,
 
 @benchlab.hookimpl
 def register_explainers(register):
-    register("gradcam", gradcam, params=GradCAMParams, check_model=check_model,
+    register("gradcam", gradcam, params=GradCAMParams, check_params=check_params,
              layer_choices=layer_choices, explained_layer=explained_layer,
              description="Grad-CAM (Selvaraju et al., 2017) on a named conv/BN/ReLU layer")

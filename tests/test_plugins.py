@@ -209,6 +209,9 @@ def test_bad_registrations_are_rejected(call, message):
     [
         ("attack", {"check_modle": print},
          "plugin p (d 1): attack 'x': unknown keyword 'check_modle'; did you mean 'check_model'?"),
+        ("attack", {"check_parms": print}, "unknown keyword 'check_parms'; did you mean 'check_params'?"),
+        ("attack", {"check_model": print, "check_params": print},
+         "keywords 'check_model' and 'check_params' name the same thing"),
         ("attack", {"layers": ["conv1"]}, "unknown keyword 'layers'"),  # a model's keyword
         ("model", {"layers": "conv1"}, "keyword 'layers': expected a list of module names"),
         ("explainer", {"layer_choices": ["a"]}, "keyword 'layer_choices': expected a function"),
@@ -222,6 +225,15 @@ def test_registration_keywords_are_declared_per_kind(kind, keywords, message):
     plugin = _plugin(**{f"register_{kind}s": call})
     with pytest.raises(PluginError, match=re.escape(message)):
         build_registry([("p", plugin, Provenance("p", "d", "1"))], entry_points=False)
+
+
+def test_the_older_keyword_name_is_kept_under_the_current_one():
+    def call(register):
+        register("x", lambda *a: None, check_model=print)
+
+    registry = build_registry([("p", _plugin(register_attacks=call), Provenance("p", "d", "1"))],
+                              entry_points=False)
+    assert registry.get("attack", "x").extra == {"check_params": print}
 
 
 def test_every_builtin_registration_keyword_is_declared():

@@ -9,7 +9,7 @@ A suite goes through three stages, one module each:
   every default (``REPORT_*`` for the report's);
 - :mod:`benchlab.suite.validate` checks a mapping against the schema and the
   registry (component names and parameters, ε bounds per norm, the components'
-  ``check_model``): :func:`load_suite` and :func:`validate_suite`.
+  ``check_params``): :func:`load_suite` and :func:`validate_suite`.
 
 :mod:`benchlab.suite.problems` words what is wrong: every problem becomes one
 :class:`Problem` that names the file, the line, the YAML path and what was

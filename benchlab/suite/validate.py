@@ -5,7 +5,7 @@ ranges) and every component reference (its name in the registry, its extra keys
 against the component's own parameter model) are checked side by side, so that
 one run reports every such problem. Only a suite that passes both has its ε
 values bounded by each attack's norm, and its attacks' and explainers'
-``check_model`` run on every model they will get.
+``check_params`` run on every model they will get.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def _check_eps(suite: Suite, data: dict[str, Any], params: dict[tuple[str, int],
 
 def _check_against_models(suite: Suite, params: dict[tuple[str, int], Params],
                           registry: Registry) -> Iterable[Finding]:
-    """Run the attacks' and explainers' ``check_model`` on every model they will get.
+    """Run the attacks' and explainers' ``check_params`` on every model they will get.
 
     Catches what would otherwise fail only after training (a Grad-CAM layer the
     model does not have, a class it cannot predict).
@@ -171,7 +171,7 @@ def _check_against_models(suite: Suite, params: dict[tuple[str, int], Params],
     checks = [(section, j, check)
               for section, kind, _ in SECTIONS[2:]
               for j, ref in enumerate(getattr(suite, section))
-              if (check := registry.get(kind, ref.name).extra.get("check_model")) is not None]
+              if (check := registry.get(kind, ref.name).extra.get("check_params")) is not None]
     if not checks:
         return
     info = registry.get("dataset", suite.dataset.name).obj.info
