@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,9 @@ class Comparison:
     paired_p: float
     paired_r: float
     runs_needed: int | None
+    # runs for which the statistic is undefined (other, baseline): an early window
+    # their learning curve does not reach
+    undefined: tuple[int, int] = (0, 0)
 
 
 def _paired(other: pd.DataFrame, baseline: pd.DataFrame, column: str) -> tuple[float, float]:
@@ -150,12 +154,13 @@ def convergence(per_run: pd.DataFrame, baseline: str, other: str,
         never = None if reached is None else (int((~a_rows[reached]).sum()),
                                                int((~b_rows[reached]).sum()))
         paired_p, paired_r = _paired(a_rows, b_rows, column)
+        undefined = (int(a_rows[column].isna().sum()), int(b_rows[column].isna().sum()))
         drafts.append((column, a, b, diff, stats.bootstrap_diff_ci(a, b), welch, faster_when,
-                       never, paired_p, paired_r))
+                       never, paired_p, paired_r, undefined))
     adjusted = stats.holm([d[5].p for d in drafts])
     out = []
-    for (column, a, b, diff, ci, welch, faster_when, never, paired_p, paired_r), p_holm in zip(
-            drafts, adjusted):
+    for (column, a, b, diff, ci, welch, faster_when, never, paired_p, paired_r,
+         undefined), p_holm in zip(drafts, adjusted):
         sd = stats.pooled_sd(a, b)
         level = settings.alpha / max(1, len(drafts))  # Holm's first, strictest step
 
@@ -165,7 +170,7 @@ def convergence(per_run: pd.DataFrame, baseline: str, other: str,
         needed = stats.runs_needed(power_at, POWER) \
             if sd > 0 and diff != 0 and not math.isnan(diff) else None
         out.append(Comparison(column, a, b, diff, ci, welch.t, welch.p, p_holm, faster_when,
-                              never, paired_p, paired_r, needed))
+                              never, paired_p, paired_r, needed, undefined))
     return out
 
 
@@ -268,15 +273,16 @@ def convergence_line(c: Comparison, baseline: str, other: str, settings: Setting
     show = _auc if is_auc else _steps
     unit = " pp" if is_auc else " steps"
     scale = 100 if is_auc else 1
+    horizon = settings.auc_epochs * per_epoch_steps
     if is_auc:
         name = (f"mean accuracy over the first {settings.auc_epochs:g} epoch(s) "
-                f"(steps 0–{settings.auc_epochs * per_epoch_steps:.0f}, area under the curve)")
+                f"(steps 0–{horizon:.0f}, area under the curve)")
     else:
         name = c.statistic
-    sd_a = c.other.std(ddof=1) if c.other.size > 1 else math.nan
-    sd_b = c.baseline.std(ddof=1) if c.baseline.size > 1 else math.nan
-    text = (f"{name} on {eval_set}: {other} {show(c.other.mean())} ± {show(sd_a)} "
-            f"(n = {c.other.size}), {baseline} {show(c.baseline.mean())} ± {show(sd_b)} "
+    if c.other.size < 2 or c.baseline.size < 2:
+        return f"{name} on {eval_set}: not tested ({_why_untested(c, other, baseline, horizon)})"
+    text = (f"{name} on {eval_set}: {other} {_mean_sd(c.other, show)} "
+            f"(n = {c.other.size}), {baseline} {_mean_sd(c.baseline, show)} "
             f"(n = {c.baseline.size})")
     if c.never is not None and any(c.never):
         text += (f"; never reached: {other} {c.never[0]}/{c.other.size}, {baseline} "
@@ -299,6 +305,27 @@ def convergence_line(c: Comparison, baseline: str, other: str, settings: Setting
     else:
         text += " (no difference to detect: the means agree)"
     return text
+
+
+def _mean_sd(values: np.ndarray, show: Callable[[float], str]) -> str:
+    """``mean ± sd`` over runs (``mean`` alone for one run)."""
+    if values.size < 2:
+        return show(float(values.mean()))
+    return f"{show(float(values.mean()))} ± {show(float(values.std(ddof=1)))}"
+
+
+def _why_untested(c: Comparison, other: str, baseline: str, horizon: float) -> str:
+    """Why a convergence statistic has fewer than two values per model, in words."""
+    if not any(c.undefined):
+        return (f"fewer than two runs per model: {other} {c.other.size}, "
+                f"{baseline} {c.baseline.size}")
+    counts = (f"undefined for {c.undefined[0]} of {c.undefined[0] + c.other.size} runs of "
+              f"{other} and {c.undefined[1]} of {c.undefined[1] + c.baseline.size} of "
+              f"{baseline}")
+    if c.statistic == "auc":
+        return (f"{counts}: their learning curves end before step {horizon:.0f}, the end of "
+                "the window; train longer or set report.auc_epochs lower")
+    return f"{counts}: their learning curves hold fewer than two points"
 
 
 def equivalence_line(e: Equivalence, baseline: str, other: str, settings: Settings,

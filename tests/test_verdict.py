@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -179,3 +180,30 @@ def test_a_threshold_no_run_reached_says_so():
                               SETTINGS)[1]
     line = verdict.convergence_line(c98, "plain", "bn", SETTINGS, "x", 400)
     assert "no run of either model reached it" in line
+
+
+def test_an_early_window_the_curves_do_not_reach_is_said_in_words():
+    """One epoch of 400 steps with a curve point every 150: the last point (300) is
+    before the end of the window (400), so the mean over it is undefined for every run."""
+    curves = {m: [[0.1, 0.9, 0.97], [0.1, 0.91, 0.975]] for m in ("a", "b")}
+    frame = curve_frame(curves, every=150)
+    per_run = verdict.run_statistics(frame, SETTINGS)
+    assert per_run["auc"].isna().all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        [*_, auc] = verdict.convergence(per_run, "a", "b", SETTINGS)
+    line = verdict.convergence_line(auc, "a", "b", SETTINGS, "the test split", 400)
+    assert "nan" not in line.lower()
+    assert line.startswith("mean accuracy over the first 1 epoch(s) (steps 0–400, area under "
+                           "the curve) on the test split: not tested (undefined for 2 of 2 runs"
+                           " of b and 2 of 2 of a: their learning curves end before step 400")
+    assert verdict.convergence_outcome([auc], 0.05) == "inconclusive"
+
+
+def test_one_run_per_model_gives_means_without_a_spread():
+    frame = curve_frame({"a": [[0.1, 0.96, 0.975, 0.985, 0.99]],
+                         "b": [[0.1, 0.90, 0.95, 0.965, 0.975]]})
+    per_run = verdict.run_statistics(frame, SETTINGS)
+    for c in verdict.convergence(per_run, "a", "b", SETTINGS):
+        line = verdict.convergence_line(c, "a", "b", SETTINGS, "the test split", 400)
+        assert "nan" not in line.lower() and "fewer than two runs per model: b 1, a 1" in line
