@@ -15,7 +15,7 @@ from benchlab.metrics import (
     background_share,
     cam_intensity,
     cam_similarity,
-    perturbation_norms,
+    mean_perturbation_norms,
     predictions,
 )
 from benchlab.report.grid import DPI, draw_grid, grid_size_inches, pick_distinct_digits
@@ -65,14 +65,14 @@ def test_success_rate_per_eps_and_undefined_without_correct_images() -> None:
                                           torch.tensor([0, 1])).item())
 
 
-def test_perturbation_norms() -> None:
+def test_mean_perturbation_norms() -> None:
     clean = torch.zeros(2, 1, 2, 2)
     adversarial = torch.stack([maps([0.1, -0.3, 0.0, 0.0])[0:1], maps([0.2] * 4)[0:1]])
     # L-inf 0.3 and 0.2; L2 sqrt(0.01 + 0.09) and sqrt(4 * 0.04) = 0.4.
-    linf, l2 = perturbation_norms(clean, adversarial)
+    linf, l2 = mean_perturbation_norms(clean, adversarial)
     assert linf.item() == pytest.approx(0.25)
     assert l2.item() == pytest.approx((math.sqrt(0.1) + 0.4) / 2)
-    linf, l2 = perturbation_norms(clean, torch.stack([clean, adversarial]))
+    linf, l2 = mean_perturbation_norms(clean, torch.stack([clean, adversarial]))
     assert linf.tolist() == pytest.approx([0.0, 0.25])
     assert l2.tolist() == pytest.approx([0.0, (math.sqrt(0.1) + 0.4) / 2])
 
