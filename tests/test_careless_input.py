@@ -186,3 +186,16 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
         files.atomic_write_bytes(target, b"rows")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert list(target.parent.iterdir()) == []  # no temporary file left behind
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (".".join(["train"] * 10_000) + "=1",
+     "the path has 10,000 parts; expected at most 32"),
+    ("train.runs=" + "9" * 5000,
+     "train.runs: value is a number of 5,000 characters; expected a number a suite can hold"),
+    ("models." + "9" * 5000 + ".width=3", "index of 5,000 digits out of range"),
+])
+def test_a_hostile_set_is_one_line_and_exit_2(toy_cli, capsys, override, message):
+    assert cli.main(["validate", str(toy_cli), "--set", override]) == 2
+    [line] = _lines(capsys.readouterr().err)
+    assert message in line and len(line) < 300

@@ -201,9 +201,17 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
             problems.append(Problem(source, path,
                                     f"value is not valid YAML: {exc.__class__.__name__}"))
             continue
+        except ValueError:  # Python refuses to convert an integer of thousands of digits
+            problems.append(Problem(source, path, f"value is a number of {len(raw.strip()):,} "
+                                    "characters; expected a number a suite can hold"))
+            continue
         keys = path.split(".")
         if not path or any(k == "" for k in keys):
             problems.append(Problem(source, path, "empty key in the path"))
+            continue
+        if len(keys) > MAX_DEPTH:
+            problems.append(Problem(source, _shortened(path), f"the path has {len(keys):,} "
+                                    f"parts; expected at most {MAX_DEPTH}"))
             continue
         try:
             _set_path(data, keys, value)
@@ -214,6 +222,14 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
     return data
 
 
+_MAX_INDEX_DIGITS = 18  # any list index of a suite is far shorter
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    """A path or key as a one-line message shows it: its start and its end."""
+    return text if len(text) <= limit else f"{text[:28]}...{text[-28:]}"
+
+
 def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
     """Put ``value`` at ``keys`` in ``data``, creating mappings on the way as needed."""
     node: Any = data
@@ -222,7 +238,11 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
         here = ".".join(keys[: depth + 1])
         if isinstance(node, list):
             if not key.lstrip("-").isdigit():
-                raise _OverrideError(here, f"expected a list index, got '{key}'")
+                raise _OverrideError(_shortened(here), f"expected a list index, got "
+                                     f"'{_shortened(key)}'")
+            if len(key) > _MAX_INDEX_DIGITS:
+                raise _OverrideError(_shortened(here), f"index of {len(key):,} digits out of "
+                                     f"range (the list has {len(node)} items)")
             index = int(key)
             if not -len(node) <= index < len(node):
                 raise _OverrideError(here, f"index {index} out of range "
