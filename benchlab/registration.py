@@ -94,7 +94,7 @@ def keyword_problem(kind: Kind, extra: Mapping[str, Any]) -> str | None:
             known = ", ".join(sorted(accepted)) or "none"
             candidates = [*accepted, *(a for a, n in ALIASES.items() if n in accepted)]
             return (f"unknown keyword '{name}'{did_you_mean(name, candidates)} "
-                    f"(a {kind} accepts: params, description, {known})")
+                    f"({kind}s accept: params, description, {known})")
         if not keyword.accepts(value):
             return f"keyword '{name}': expected {keyword.expected}, got {value!r}"
     return None

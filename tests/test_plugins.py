@@ -215,7 +215,7 @@ def test_bad_registrations_are_rejected(call, message):
         ("attack", {"layers": ["conv1"]}, "unknown keyword 'layers'"),  # a model's keyword
         ("model", {"layers": "conv1"}, "keyword 'layers': expected a list of module names"),
         ("explainer", {"layer_choices": ["a"]}, "keyword 'layer_choices': expected a function"),
-        ("dataset", {"targets": print}, "a dataset accepts: params, description, library"),
+        ("dataset", {"targets": print}, "datasets accept: params, description, library"),
     ],
 )
 def test_registration_keywords_are_declared_per_kind(kind, keywords, message):
