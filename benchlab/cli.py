@@ -110,6 +110,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _checkpoint_every(text: str) -> str:
+    if text in ("epoch", "off") or (text.isdigit() and len(text) < 10 and int(text) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'epoch', 'off' or a number of steps >= 1, "
+                                     f"got {text!r}")
+
+
+def _steps(every: str) -> int | None:
+    return int(every) if every.isdigit() else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchlab.runner import default_output_dir, run_suite
     from benchlab.suite import SuiteError
@@ -131,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         where.append("--executor dask")
         where += [f"--workers {args.workers}"] if args.workers else []
         where += [f"--scheduler {shlex.quote(args.scheduler)}"] if args.scheduler else []
+    if args.checkpoint_every != "epoch":
+        where.append(f"--checkpoint-every {args.checkpoint_every}")
     resume_hint = " ".join(["benchlab run --resume", shlex.quote(str(out)), *where])
     executor = None
     if args.executor == "dask":
@@ -142,7 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise _UsageError("--scheduler and --workers apply to --executor dask only")
     try:
         outcome = run_suite(suite, _registry(), out, device=args.device,
-                            resume=bool(args.resume), executor=executor)
+                            resume=bool(args.resume), executor=executor,
+                            checkpoint=args.checkpoint_every != "off",
+                            checkpoint_every=_steps(args.checkpoint_every))
     except ValueError as exc:
         if isinstance(exc, SuiteError):
             raise
@@ -393,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, metavar="N",
                    help="with --executor dask and no --scheduler: worker processes of the "
                         "LocalCluster, one thread each (default: one per core)")
+    p.add_argument("--checkpoint-every", type=_checkpoint_every, default="epoch",
+                   metavar="epoch|N|off",
+                   help="when train jobs keep a checkpoint to continue from after an "
+                        "interruption: at the end of every epoch (default), also every N "
+                        "optimisation steps, or never")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="redraw tables and plots of a run from results.csv")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from benchlab.cache import ModelCache
+from benchlab.checkpoints import CheckpointDamaged, Checkpoints
 from benchlab.data import data_root
 from benchlab.environment import environment
 from benchlab.execute import JobResult, resolve_device, split_records, train_rows
@@ -65,12 +66,17 @@ class Outcome:
 def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = "auto",
               resume: bool = False, cache: ModelCache | None = None,
               log: Log = lambda s: print(s, file=sys.stderr),
-              executor: Callable[..., Executor] | None = None) -> Outcome:
+              executor: Callable[..., Executor] | None = None,
+              checkpoint: bool = True, checkpoint_every: int | None = None) -> Outcome:
     """Run every job of ``suite`` not yet finished in ``out_dir``; return what happened.
 
-    ``executor(registry=, device=, root=, on_epoch=)`` makes the executor the jobs
-    run on (default: :class:`~benchlab.executors.local.LocalExecutor`, in this process).
-    Another executor resolves ``device`` where it runs the jobs.
+    ``executor(registry=, device=, root=, on_epoch=, on_checkpoint=)`` makes the
+    executor the jobs run on (default: :class:`~benchlab.executors.local.LocalExecutor`,
+    in this process). Another executor resolves ``device`` where it runs the jobs.
+
+    With ``checkpoint`` (the default) every train job keeps a checkpoint of each run
+    in ``out_dir`` at the end of every epoch, and every ``checkpoint_every``
+    optimisation steps when that is set; an interrupted train job continues from it.
     """
     dev = resolve_device(device) if executor is None else device
     if executor is None:
@@ -78,16 +84,24 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
 
         executor = LocalExecutor
     progress = Progress(suite.name)
+    run: _Run | None = None
+
+    def checkpointed(job_id: str, blob: bytes) -> None:
+        if run is not None:
+            run.checkpointed(job_id, blob)
+
     try:
         # first: a cluster that cannot be reached leaves no run directory behind
         ex = executor(registry=registry, device=dev, root=data_root(),
-                      on_epoch=lambda job_id, record: progress.advance())
+                      on_epoch=lambda job_id, record: progress.advance(),
+                      on_checkpoint=checkpointed)
     except BaseException:
         progress.close()
         raise
     try:
         run = _Run(suite, registry, RunStore(Path(out_dir)), cache or ModelCache(), ex,
                    progress, log)
+        run.checkpoint, run.checkpoint_every = checkpoint, checkpoint_every
         run.prepare(dev, resume)
         run.plan(resume)
         try:
@@ -117,6 +131,9 @@ class _Run:
         self.shared: dict[str, Any] = {}  # train job id -> the executor's handle on weights
         self.ran: list[str] = []
         self.failed: dict[str, str] = {}
+        self.checkpoints = Checkpoints(store.root)
+        self.checkpoint, self.checkpoint_every = True, None
+        self._keys: dict[str, str] = {}  # train job id -> model key
 
     # -- 1. prepare -----------------------------------------------------------
     def prepare(self, device: torch.device | str, resume: bool) -> None:
@@ -149,6 +166,9 @@ class _Run:
                      f"loaded: {failure.error}")
         self.progress.expect(job for job in self.jobs if job.id not in self.done)
         self.scheduler = Scheduler(self.jobs, self.done)
+        for job_id in self.checkpoints.jobs():
+            if job_id not in self.scheduler.jobs or job_id in self.done:
+                self.checkpoints.remove(job_id)  # of a job finished, or no longer in the suite
 
     def _with_models(self, done: set[str]) -> set[str]:
         """``done`` less the finished train jobs whose model left the cache (or was damaged)
@@ -168,12 +188,51 @@ class _Run:
         for pack in self.scheduler.training_packs(self.ex.pack_size):
             todo = [job for job in pack if not self._from_cache(job)]
             if todo:
-                self.ex.submit(Task("train", tuple(todo),
-                                    priority=self.scheduler.priority(todo[0])))
+                self._submit_training(tuple(todo))
         self._submit_ready()
         while self.ex.pending():
             self._collect(self.ex.next_done())
             self._submit_ready()
+
+    def _submit_training(self, jobs: tuple[Job, ...]) -> None:
+        inputs: dict[str, Any] = {"checkpoint": self.checkpoint,
+                                  "checkpoint_every": self.checkpoint_every}
+        resume = {}
+        for job in jobs:
+            if (found := self._checkpoint_of(job)) is not None:
+                resume[job.id] = found
+        if resume:
+            inputs["checkpoints"] = resume
+        self.ex.submit(Task("train", jobs, inputs, priority=self.scheduler.priority(jobs[0])))
+
+    def _checkpoint_of(self, job: Job) -> bytes | None:
+        """The verified checkpoint job ``job`` continues from, or None (said when damaged)."""
+        try:
+            found = self.checkpoints.load(job.id, self._model_key(job))
+        except CheckpointDamaged as exc:
+            self.log(f"damaged checkpoint of {job.id}: {exc}; training it from its first epoch")
+            self.checkpoints.remove(job.id)
+            return None
+        if found is None:
+            return None
+        blob, at = found
+        within = f", step {at['batch']} of epoch {at['epoch'] + 1}" if at["batch"] else ""
+        self.log(f"{job.id}: continuing from its checkpoint after epoch {at['epoch']} of "
+                 f"{job.train.epochs}{within}")
+        self.progress.advance(at["epoch"])
+        return blob
+
+    def checkpointed(self, job_id: str, blob: bytes) -> None:
+        """Keep the latest checkpoint of a train job still running (any thread)."""
+        job = self.scheduler.jobs.get(job_id)
+        if job is not None and job.kind == "train" and job_id not in self.scheduler.resolved:
+            self.checkpoints.save(job_id, blob, self._model_key(job))
+
+    def _model_key(self, job: Job) -> str:
+        if job.id not in self._keys:
+            self._keys[job.id] = model_key(model_identity(job, self.registry,
+                                                          self.ex.device_type))
+        return self._keys[job.id]
 
     def _from_cache(self, job: Job) -> bool:
         """Finish train job ``job`` from the model cache, if its model is there."""
@@ -234,8 +293,7 @@ class _Run:
             # A pack of several models failed as a whole: train each model's runs on
             # their own, so that one model's failure fails its jobs only.
             for key in models:
-                jobs = tuple(job for job in task.jobs if job.model.key == key)
-                self.ex.submit(Task("train", jobs, priority=self.scheduler.priority(jobs[0])))
+                self._submit_training(tuple(job for job in task.jobs if job.model.key == key))
             return
         if finished.error is not None:
             for job in task.jobs:
@@ -270,6 +328,8 @@ class _Run:
                                       describe_where(result.where)),
                             result.rows if result.ok else [])
         self.scheduler.resolve(job.id, result.ok)
+        if job.kind == "train":
+            self.checkpoints.remove(job.id)  # its model is in the cache, or it failed
         if result.ok:
             self.ran.append(job.id)
             self.progress.finished(job, result.rows, result.seconds, result.where)
@@ -280,6 +340,7 @@ class _Run:
     # -- 4. store -------------------------------------------------------------
     def store_tables(self) -> None:
         self.store.write_results(self.scheduler.order)
+        self.checkpoints.tidy()
 
     def outcome(self) -> Outcome:
         return Outcome(self.store.root, ran=self.ran,

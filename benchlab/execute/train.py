@@ -4,9 +4,12 @@ trained weights with their epoch (and learning-curve) records."""
 from __future__ import annotations
 
 import functools
+import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+
+import torch
 
 from benchlab import training
 from benchlab.execute.rows import train_rows
@@ -14,6 +17,7 @@ from benchlab.execute.workspace import JobResult, Workspace, blame
 from benchlab.jobs import Job
 
 OnEpoch = Callable[[str, dict[str, float]], None]
+OnCheckpoint = Callable[[str, bytes], None]
 
 
 def _curve_size(job: Job) -> int | None:
@@ -30,14 +34,31 @@ def train_config(job: Job) -> training.TrainConfig:
 
 
 
-def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = None
-               ) -> list[JobResult]:
+def encode_checkpoint(state: training.checkpoint.State) -> bytes:
+    """A run's checkpoint as bytes, to travel to the run directory."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def decode_checkpoint(blob: bytes) -> training.checkpoint.State:
+    """A checkpoint from :func:`encode_checkpoint` (tensors and plain data only)."""
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = None, *,
+               resume: Mapping[str, bytes] | None = None,
+               on_checkpoint: OnCheckpoint | None = None,
+               checkpoint_every: int | None = None) -> list[JobResult]:
     """Train the runs of ``jobs`` together: one dataset and training configuration,
     any models and seeds (:meth:`Job.pack_key`).
 
     A component failure raises :class:`guards.ComponentError` for the whole pack,
     naming the model of the run that failed; a run whose loss is not finite fails
     alone. ``on_epoch(job_id, record)`` is called after every epoch of every run.
+    ``resume`` (job id -> checkpoint bytes) continues runs where a checkpoint left
+    them; ``on_checkpoint(job_id, blob)`` receives a checkpoint of a run at the end of
+    every epoch but the last, and every ``checkpoint_every`` steps when set.
     """
     first = jobs[0]
     started = time.perf_counter()
@@ -51,11 +72,16 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
         curve = ws.split(first.dataset, "test", _curve_size(first)) \
             if config.eval_every else None
         tick = (lambda i, record: on_epoch(jobs[i].id, asdict(record))) if on_epoch else None
+        starts = [decode_checkpoint(resume[job.id]) if resume and job.id in resume else None
+                  for job in jobs]
+        checkpoints = training.Checkpointing(
+            save=(lambda i, state: on_checkpoint(jobs[i].id, encode_checkpoint(state)))
+            if on_checkpoint else None, every=checkpoint_every, resume=starts)
         trained = training.train_runs(builds, train, test, config,
                                       [job.seed for job in jobs], device=ws.device,
                                       on_epoch=tick, curve_split=curve,
                                       threads=training.THREADS_PER_RUN if ws.device.type == "cpu"
-                                      else None)
+                                      else None, checkpoints=checkpoints)
     except Exception as exc:  # noqa: BLE001 - re-raised, attributed to the run's model
         culprit = jobs[getattr(exc, "benchlab_run", 0)]
         with blame("model", culprit.model.key, ws.model_component(culprit)):

@@ -19,7 +19,10 @@ class Task:
     ``inputs`` holds ``state`` (the trained weights, or an executor's handle on them
     from :meth:`Executor.share`), ``adversarial`` (an attack's product, for an
     explain job with an attack) and ``keep`` (how many adversarial images an attack
-    returns).
+    returns); for a train task, ``checkpoints`` (job id -> the checkpoint its run
+    continues from, as bytes), ``checkpoint`` (whether to hand out checkpoints)
+    and ``checkpoint_every`` (steps between checkpoints inside an epoch; None: at
+    the end of epochs only).
     """
 
     kind: JobKind
@@ -75,12 +78,19 @@ class Executor(Protocol):
 
 
 def run_task(task: Task, ws: execute.Workspace,
-             on_epoch: Callable[[str, dict[str, float]], None] | None = None
-             ) -> list[execute.JobResult]:
-    """Execute ``task`` in ``ws``: the same call wherever the task runs."""
+             on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+             on_checkpoint: execute.OnCheckpoint | None = None) -> list[execute.JobResult]:
+    """Execute ``task`` in ``ws``: the same call wherever the task runs.
+
+    ``on_checkpoint(job_id, blob)`` receives the checkpoints of a train task's runs
+    when its inputs ask for them.
+    """
     inputs = task.inputs
     if task.kind == "train":
-        return execute.train_pack(task.jobs, ws, on_epoch)
+        wanted = inputs.get("checkpoint", False) and on_checkpoint is not None
+        return execute.train_pack(task.jobs, ws, on_epoch, resume=inputs.get("checkpoints"),
+                                  on_checkpoint=on_checkpoint if wanted else None,
+                                  checkpoint_every=inputs.get("checkpoint_every"))
     (job,) = task.jobs
     if task.kind == "attack":
         return [execute.attack(job, ws, inputs["state"], inputs.get("keep", 0))]

@@ -10,6 +10,13 @@ back, so the workers need no filesystem shared with this process.
 A worker process that dies while running a task is replaced and its task
 rescheduled by Dask, up to ``distributed.scheduler.allowed-failures`` times; after
 that the task's jobs fail with a message that says so.
+
+Checkpoints of training runs travel the same way as epoch records, and the client
+stays the only writer: a worker keeps the latest checkpoint of each of its runs in
+the scheduler's metadata (one per running job, replaced as the run goes on) and
+tells the client, which writes it to the run directory. A task restarted on another
+worker (after its first one died) starts from that latest checkpoint, and the
+client clears it when the job is finished.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ class DaskExecutor:
 
     def __init__(self, device: str = "auto", *, scheduler: str | None = None,
                  workers: int | None = None, retries: int = 2,
-                 on_epoch: Callable[[str, dict[str, float]], None] | None = None):
+                 on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+                 on_checkpoint: Callable[[str, bytes], None] | None = None):
         distributed = _distributed()
         import dask
         from dask.utils import parse_timedelta
@@ -119,20 +127,37 @@ class DaskExecutor:
         self._values: dict[str, Any] = {}
         self._resubmitted: dict[str, int] = {}
         self._started: dict[Any, float] = {}
+        # where this client's tasks keep their latest checkpoints, in the scheduler's metadata
+        self._channel = f"benchlab-checkpoints-{uuid.uuid4().hex}"
         self._gpu = self._wants_gpu()
         self.device_type = "cuda" if self._gpu or device == "cuda" else "cpu"
-        if on_epoch is not None:
-            self.client.subscribe_topic(
-                EPOCH_TOPIC, lambda event: on_epoch(event[1]["job"], event[1]["record"]))
-        else:
+        self._on_epoch, self._on_checkpoint = on_epoch, on_checkpoint
+        if on_epoch is not None or on_checkpoint is not None:
+            self.client.subscribe_topic(EPOCH_TOPIC, self._event)
+        if on_epoch is None:
             self.streams_epochs = False
+
+    async def _event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """An epoch record or a new checkpoint from a worker (in the client's event loop)."""
+        message = event[1]
+        if message.get("channel") not in (None, self._channel):
+            return  # another client's run on the same cluster
+        if "record" in message:
+            if self._on_epoch is not None:
+                self._on_epoch(message["job"], message["record"])
+        elif message.get("checkpoint") and self._on_checkpoint is not None:
+            blob = await self.client.scheduler.get_metadata(
+                keys=[self._channel, message["job"]], default=None)
+            if blob is not None:
+                self._on_checkpoint(message["job"], blob)
 
     @classmethod
     def factory(cls, device: str = "auto", **options: Any) -> Callable[..., DaskExecutor]:
         """What :func:`benchlab.runner.run_suite` takes as its ``executor``."""
         def make(*, on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+                 on_checkpoint: Callable[[str, bytes], None] | None = None,
                  **_: Any) -> DaskExecutor:
-            return cls(device, on_epoch=on_epoch, **options)
+            return cls(device, on_epoch=on_epoch, on_checkpoint=on_checkpoint, **options)
         return make
 
     def _wants_gpu(self) -> bool:
@@ -185,8 +210,11 @@ class DaskExecutor:
 
     def submit(self, task: Task) -> None:
         resources = {"GPU": 1} if self._gpu and task.kind in ("train", "attack") else None
+        inputs = task.inputs
+        if task.kind == "train":
+            inputs = {**inputs, "channel": self._channel}
         future = self.client.submit(
-            execute_on_worker, task.kind, [job.to_dict() for job in task.jobs], task.inputs,
+            execute_on_worker, task.kind, [job.to_dict() for job in task.jobs], inputs,
             self.device, key=f"{task.key}-{uuid.uuid4().hex[:8]}", resources=resources,
             priority=-task.priority, pure=False)
         self._tasks[future] = task
@@ -238,6 +266,9 @@ class DaskExecutor:
             return None
         finally:
             future.release()
+            if task.kind == "train":
+                for job in task.jobs:  # its checkpoints are of no use now
+                    self.client.set_metadata([self._channel, job.id], None)
         return Done(task, results)
 
     def close(self) -> None:
@@ -249,6 +280,7 @@ class DaskExecutor:
             for future in self._shared.values():
                 future.release()
             self._shared.clear()
+            self.client.set_metadata([self._channel], None)
         finally:
             self.client.close()
             if self._cluster is not None:
@@ -316,12 +348,31 @@ def execute_on_worker(kind: str, jobs: list[dict[str, Any]], inputs: dict[str, A
     from distributed import get_worker
 
     worker = get_worker()
+    inputs = dict(inputs)
+    channel = inputs.pop("channel", None)
 
     def on_epoch(job_id: str, record: dict[str, float]) -> None:
-        worker.log_event(EPOCH_TOPIC, {"job": job_id, "record": record})
+        worker.log_event(EPOCH_TOPIC, {"job": job_id, "record": record, "channel": channel})
+
+    on_checkpoint = None
+    if channel is not None:
+        from distributed import get_client
+
+        client = get_client()
+        # a retry on this worker: the checkpoints the task's earlier attempts left
+        latest = {job["id"]: client.get_metadata([channel, job["id"]], default=None)
+                  for job in jobs}
+        latest = {job_id: blob for job_id, blob in latest.items() if blob is not None}
+        if latest:
+            inputs["checkpoints"] = {**inputs.get("checkpoints", {}), **latest}
+
+        def on_checkpoint(job_id: str, blob: bytes) -> None:
+            client.set_metadata([channel, job_id], blob)
+            worker.log_event(EPOCH_TOPIC, {"job": job_id, "checkpoint": True,
+                                           "channel": channel})
 
     task = Task(kind, tuple(Job.from_dict(j) for j in jobs), inputs)  # type: ignore[arg-type]
-    results = run_task(task, _workspace(device), on_epoch)
+    results = run_task(task, _workspace(device), on_epoch, on_checkpoint)
     for result in results:
         result.where["worker"] = worker.address
     return results

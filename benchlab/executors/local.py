@@ -22,10 +22,12 @@ class LocalExecutor:
     streams_epochs = True
 
     def __init__(self, registry: Registry, device: torch.device, root: Path,
-                 on_epoch: Callable[[str, dict[str, float]], None] | None = None):
+                 on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+                 on_checkpoint: Callable[[str, bytes], None] | None = None):
         self.workspace = Workspace(registry, device, root)
         self.device_type = self.workspace.device.type
         self.on_epoch = on_epoch
+        self.on_checkpoint = on_checkpoint
         self._queue: deque[Task] = deque()
 
     def pack_size(self, job: Job) -> int:
@@ -54,7 +56,8 @@ class LocalExecutor:
         task = self._queue.popleft()
         started = time.perf_counter()
         try:
-            return Done(task, run_task(task, self.workspace, self.on_epoch))
+            return Done(task, run_task(task, self.workspace, self.on_epoch,
+                                       self.on_checkpoint))
         except guards.ComponentError as exc:
             return Done(task, error=str(exc), seconds=time.perf_counter() - started,
                         traceback=traceback.format_exc())

@@ -37,6 +37,8 @@ that still draws from the global random number generator (a layer other than
 generator seeded from the run's seed.
 """
 
+from benchlab.training import checkpoint
+from benchlab.training.checkpoint import Checkpointing
 from benchlab.training.config import (
     THREADS_PER_RUN,
     EpochRecord,
@@ -49,5 +51,5 @@ from benchlab.training.config import (
 from benchlab.training.packs import train_runs
 from benchlab.training.run import evaluate
 
-__all__ = ["THREADS_PER_RUN", "EpochRecord", "OnEpoch", "RunResult", "StepRecord",
-           "TrainConfig", "evaluate", "pack_size", "train_runs"]
+__all__ = ["THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch", "RunResult",
+           "StepRecord", "TrainConfig", "checkpoint", "evaluate", "pack_size", "train_runs"]

@@ -8,11 +8,13 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
 
 import torch
 from torch import nn
 
 from benchlab.components import DatasetSplit
+from benchlab.training.checkpoint import Checkpointing, State
 from benchlab.training.config import EpochRecord, OnEpoch, RunResult, TrainConfig, pack_size
 from benchlab.training.randomness import draws_from_global_rng
 from benchlab.training.run import Data, ignore, prepare, to_float, train_run
@@ -24,7 +26,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                device: torch.device | str = "cpu", on_epoch: OnEpoch | None = None,
                *, pack: int | None = None,
                curve_split: DatasetSplit | None = None,
-               threads: int | None = None) -> list[RunResult]:
+               threads: int | None = None,
+               checkpoints: Checkpointing | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
@@ -44,6 +47,10 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     intra-op threads, alone or in a pack, so that its result does not depend on
     how it was packed: with ``threads=1`` a run alone, a run in a pack and a run in
     a single-threaded worker process give identical results.
+
+    ``checkpoints`` hands out a checkpoint of each run as it trains and continues
+    runs from given ones (:class:`~benchlab.training.checkpoint.Checkpointing`): a
+    run continued from a checkpoint ends exactly as the uninterrupted run.
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
@@ -84,39 +91,47 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
             emit = functools.partial(on_epoch or ignore, i)
             with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
                 results[i] = train_run(models[i], seeds[i], data, config, device, emit,
-                                        pack=1)
+                                       pack=1, **_resuming(checkpoints, i))
         else:
             for i, result in _train_concurrently(models, seeds, data, config, device,
-                                                 on_epoch, threads).items():
+                                                 on_epoch, threads, checkpoints).items():
                 results[i] = result
     return [r for r in results if r is not None]
 
 
 def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: Data,
                         config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None,
-                        threads: int | None = None) -> dict[int, RunResult]:
+                        threads: int | None = None,
+                        checkpoints: Checkpointing | None = None) -> dict[int, RunResult]:
     """Train ``models`` (run index -> model) at the same time, one thread and core each.
 
-    Worker threads hand their epoch records to this thread, which calls
-    ``on_epoch``; if anything fails, the other runs stop at their next step.
+    Worker threads hand their epoch records and checkpoints to this thread, which
+    calls ``on_epoch`` and ``checkpoints.save`` in the order they were made; if
+    anything fails, the other runs stop at their next step.
     """
     total_threads = torch.get_num_threads()
     intra = threads or max(1, total_threads // len(models))
-    records: queue.SimpleQueue[tuple[int, EpochRecord]] = queue.SimpleQueue()
+    made: queue.SimpleQueue[tuple[int, EpochRecord | State]] = queue.SimpleQueue()
     cancel = threading.Event()
 
     def job(i: int) -> RunResult:
         torch.set_num_threads(intra)  # sets this thread's OpenMP team size too
         with _naming_run(i):
+            resuming = _resuming(checkpoints, i)
+            if "save" in resuming:
+                resuming["save"] = lambda state: made.put((i, state))
             return train_run(models[i], seeds[i], data, config, device,
-                              lambda record: records.put((i, record)), pack=len(models),
-                              cancel=cancel)
+                             lambda record: made.put((i, record)), pack=len(models),
+                             cancel=cancel, **resuming)
 
     def deliver() -> None:
-        while not records.empty():
-            i, record = records.get()
-            if on_epoch is not None:
-                on_epoch(i, record)
+        while not made.empty():
+            i, item = made.get()
+            if isinstance(item, EpochRecord):
+                if on_epoch is not None:
+                    on_epoch(i, item)
+            elif checkpoints is not None and checkpoints.save is not None:
+                checkpoints.save(i, item)
 
     torch.set_num_threads(intra)
     try:
@@ -135,6 +150,16 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                 raise
     finally:
         torch.set_num_threads(total_threads)
+
+
+def _resuming(checkpoints: Checkpointing | None, i: int) -> dict[str, Any]:
+    """The checkpoint arguments of :func:`train_run` for run ``i``."""
+    if checkpoints is None:
+        return {}
+    arguments: dict[str, Any] = {"resume": checkpoints.start(i), "every": checkpoints.every}
+    if checkpoints.save is not None:
+        arguments["save"] = functools.partial(checkpoints.save, i)
+    return arguments
 
 
 @contextlib.contextmanager

@@ -74,10 +74,10 @@ def draws_from_global_rng(model: nn.Module, images: torch.Tensor) -> bool:
     probe = copy.deepcopy(model)
     seed_dropouts(probe, torch.Generator(device=images.device))
     with torch.random.fork_rng(devices=_rng_devices(images.device)):
-        before = _global_rng_state(images.device)
+        before = global_rng_state(images.device)
         with torch.no_grad():
             probe(images)
-        after = _global_rng_state(images.device)
+        after = global_rng_state(images.device)
     return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
@@ -87,11 +87,19 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def _global_rng_state(device: torch.device) -> list[torch.Tensor]:
+def global_rng_state(device: torch.device) -> list[torch.Tensor]:
+    """The state of the global generators a run on ``device`` draws from."""
     states = [torch.get_rng_state()]
     if device.type == "cuda":
         states.append(torch.cuda.get_rng_state(device))
     return states
+
+
+def set_global_rng_state(device: torch.device, states: Sequence[torch.Tensor]) -> None:
+    """Restore what :func:`global_rng_state` returned."""
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 @contextlib.contextmanager

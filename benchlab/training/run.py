@@ -7,14 +7,21 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import benchlab.training.checkpoint as checkpoint
 from benchlab.components import DatasetSplit
 from benchlab.training.config import EpochRecord, RunResult, StepRecord, TrainConfig
-from benchlab.training.randomness import global_rng_seeded, seed_dropouts
+from benchlab.training.randomness import (
+    global_rng_seeded,
+    global_rng_state,
+    seed_dropouts,
+    set_global_rng_state,
+)
 
 
 @torch.inference_mode()
@@ -65,9 +72,17 @@ def ignore(*_: object) -> None:
 
 
 def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
-               device: torch.device, emit: Callable[[EpochRecord], None], pack: int,
-               cancel: threading.Event | None = None) -> RunResult:
-    """Train one freshly built run for all epochs, with its own generator."""
+              device: torch.device, emit: Callable[[EpochRecord], None], pack: int,
+              cancel: threading.Event | None = None, *,
+              resume: checkpoint.State | None = None,
+              save: Callable[[checkpoint.State], None] | None = None,
+              every: int | None = None) -> RunResult:
+    """Train one freshly built run for all epochs, with its own generator.
+
+    ``resume``: a checkpoint of this run to continue from. ``save(state)`` is called
+    with a checkpoint after every epoch but the last and, with ``every`` set, after
+    every ``every`` optimisation steps.
+    """
     generator = torch.Generator().manual_seed(seed)
     # Masks are drawn on the training device; there, a generator of that device.
     mask_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(
@@ -76,24 +91,81 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     optimizer = _optimizer(model, config, device)
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device))
     curve = _Curve(model, data, config, device) if config.eval_every else None
+    generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
+    position, partial = checkpoint.Position(), None
+    seeded = pack == 1
+
+    def snapshot(partial: checkpoint.Partial | None) -> None:
+        if save is not None:
+            save(checkpoint.take(
+                seed=seed, config=config, position=position, model=model,
+                optimizer=optimizer, generators=generators,
+                global_rng=global_rng_state(device) if seeded else None, records=records,
+                curve=curve.state() if curve is not None else None, partial=partial))
+
     # Seeding the global generator too makes a model that draws from it (trained
     # only ever alone, see train_runs) reproducible; seeded dropouts never touch it.
-    with global_rng_seeded(seed, device, enabled=pack == 1):
-        if curve is not None:
+    with global_rng_seeded(seed, device, enabled=seeded):
+        if resume is not None:
+            checkpoint.check(resume, seed, config)
+            position, partial = _restore(resume, model, optimizer, generators, device,
+                                         seeded, curve)
+            records = checkpoint.records_of(resume)
+        elif curve is not None:
             curve.evaluate()  # step 0: where every curve starts
-        for epoch in range(1, config.epochs + 1):
-            train_loss, train_acc, seconds = _train_epoch(step, data, config, generator, cancel,
-                                                          curve)
+        for epoch in range(position.epoch + 1, config.epochs + 1):
+            train_loss, train_acc, seconds = _train_epoch(
+                step, data, config, generator, cancel, curve, position, partial,
+                snapshot if every else None, every)
+            partial = None
             test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device)
             record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc,
                                  seconds, pack * len(data) / seconds)
             records.append(record)
+            position.epoch, position.batch = epoch, 0
             emit(record)
+            if epoch < config.epochs:
+                snapshot(None)
     state = {name: t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
              for name, t in model.state_dict().items()}
     return RunResult(seed=seed, epochs=records, state_dict=state,
                      steps=curve.records if curve is not None else [])
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every state tensor of a parameter's shape that parameter's memory layout.
+
+    Fused optimisers walk a parameter and its state as flat memory: a momentum buffer
+    loaded contiguous for a channels-last weight would be added to the wrong elements.
+    """
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape \
+                    and value.stride() != param.stride():
+                state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def _restore(state: checkpoint.State, model: nn.Module, optimizer: torch.optim.Optimizer,
+             generators: list[torch.Generator], device: torch.device, seeded: bool,
+             curve: _Curve | None) -> tuple[checkpoint.Position, checkpoint.Partial | None]:
+    """Put a run back where checkpoint ``state`` left it; its position and epoch under way."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    _match_layouts(optimizer)
+    if len(state["generators"]) != len(generators):
+        raise ValueError("a checkpoint taken on another kind of device")
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
+    if seeded and state["global_rng"] is not None:
+        set_global_rng_state(device, state["global_rng"])
+    if curve is not None:
+        curve.load(state["curve"])
+    partial = state["partial"]
+    if partial is not None:
+        partial = checkpoint.Partial(partial["order"].to(device), partial["loss_sum"].to(device),
+                                     partial["correct"].to(device))
+    return checkpoint.Position(**state["position"]), partial
 
 
 def prepare(build: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
@@ -171,6 +243,14 @@ class _Curve:
         self.records.append(StepRecord(self.step, self.step / self.steps_per_epoch, loss,
                                        accuracy, seconds))
 
+    def state(self) -> dict[str, object]:
+        return {"step": self.step, "seconds": self.seconds,
+                "records": [asdict(r) for r in self.records]}
+
+    def load(self, state: dict[str, object]) -> None:
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.records = checkpoint.steps_of(state)
+
     def stepped(self) -> None:
         self.step += 1
         if self.step % self.every == 0:
@@ -178,21 +258,28 @@ class _Curve:
 
 
 def _train_epoch(step: _Step, data: Data, config: TrainConfig, generator: torch.Generator,
-                 cancel: threading.Event | None, curve: _Curve | None = None
-                 ) -> tuple[float, float, float]:
+                 cancel: threading.Event | None, curve: _Curve | None,
+                 position: checkpoint.Position, partial: checkpoint.Partial | None = None,
+                 snapshot: Callable[[checkpoint.Partial], None] | None = None,
+                 every: int | None = None) -> tuple[float, float, float]:
     """One pass over the training data in a fresh order: (loss, accuracy, seconds).
 
-    The seconds are those of the training steps; evaluations of ``curve`` are not
-    counted in them.
+    ``partial`` continues an epoch a checkpoint was taken in; ``snapshot(partial)``
+    is called after every ``every`` steps but at the end of the epoch. The seconds are
+    those of the training steps (since the epoch started or continued); evaluations of
+    ``curve`` are not counted in them.
     """
     step.model.train()
     n = len(data)
-    order = torch.randperm(n, generator=generator).to(step.device)
-    loss_sum = torch.zeros((), device=step.device)
-    correct = torch.zeros((), dtype=torch.int64, device=step.device)
+    if partial is None:
+        order = torch.randperm(n, generator=generator).to(step.device)
+        loss_sum = torch.zeros((), device=step.device)
+        correct = torch.zeros((), dtype=torch.int64, device=step.device)
+    else:
+        order, loss_sum, correct = partial.order, partial.loss_sum, partial.correct
     evaluating = curve.seconds if curve is not None else 0.0
     start = time.perf_counter()
-    for begin in range(0, n, config.batch_size):
+    for begin in range(position.batch * config.batch_size, n, config.batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled
         batch = order[begin:begin + config.batch_size]
@@ -202,6 +289,11 @@ def _train_epoch(step: _Step, data: Data, config: TrainConfig, generator: torch.
         correct.add_((logits.argmax(dim=1) == labels).sum())
         if curve is not None:
             curve.stepped()
+        position.batch += 1
+        position.step += 1
+        if snapshot is not None and every and position.step % every == 0 \
+                and begin + config.batch_size < n:
+            snapshot(checkpoint.Partial(order, loss_sum, correct))
     train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one sync
     seconds = time.perf_counter() - start
     if curve is not None:
