@@ -14,6 +14,7 @@ from benchlab.components import (
     ParamError,
     Params,
     Provenance,
+    ThreatModel,
 )
 from benchlab.modes import frozen_eval
 
@@ -34,6 +35,7 @@ __all__ = [
     "ParamError",
     "Params",
     "Provenance",
+    "ThreatModel",
     "__version__",
     "frozen_eval",
     "hookimpl",
