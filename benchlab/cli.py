@@ -186,9 +186,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             if _debug(args) and log.is_file():
                 print(log.read_text(errors="replace"), file=sys.stderr)
         status = EXIT_FAILED_JOBS
-    ran = len(outcome.ran) + len(outcome.failed)
-    print(f"ran {ran} job(s): {len(outcome.ran)} ok, {len(outcome.failed)} failed; "
-          f"{len(outcome.skipped)} already done; summary: {out / 'summary.md'}", file=sys.stderr)
+    ok = len(outcome.ran) - len(outcome.reused)
+    reused = (f"{len(outcome.reused)} trained model(s) reused from the model cache; "
+              if outcome.reused else "")
+    print(f"ran {ok + len(outcome.failed)} job(s): {ok} ok, {len(outcome.failed)} failed; "
+          f"{reused}{len(outcome.skipped)} already done; summary: {out / 'summary.md'}",
+          file=sys.stderr)
     print(out)
     return status
 

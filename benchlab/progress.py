@@ -36,7 +36,7 @@ class Progress:
 
     def finished(self, job: Job, rows: list[dict[str, Any]], seconds: float,
                  where: dict[str, str]) -> None:
-        if self.bar.disable and where:
+        if self.bar.disable and where and "reused" not in where:
             # no progress bar (stderr is a file or a pipe): one line per finished job
             print(f"done {job.id} on {describe_where(where)}: {_headline(rows)} "
                   f"in {seconds:.1f} s", file=sys.stderr, flush=True)
@@ -53,6 +53,8 @@ def describe_where(where: dict[str, str]) -> str:
     """``worker on host (pid N), device`` for jobs.csv and the console."""
     if not where:
         return ""
+    if "reused" in where:  # not run: its trained model came from there
+        return where["reused"]
     return (f"{where.get('worker', 'local')} on {where.get('host', '?')} "
             f"(pid {where.get('pid', '?')}), {where.get('device', '?')}")
 

@@ -61,6 +61,8 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: train jobs of ``ran`` whose trained model came from the model cache (not trained)
+    reused: list[str] = field(default_factory=list)
 
 
 def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = "auto",
@@ -131,6 +133,7 @@ class _Run:
         self.shared: dict[str, Any] = {}  # train job id -> the executor's handle on weights
         self.ran: list[str] = []
         self.failed: dict[str, str] = {}
+        self.reused: list[str] = []
         self.checkpoints = Checkpoints(store.root)
         self.checkpoint, self.checkpoint_every = True, None
         self._keys: dict[str, str] = {}  # train job id -> model key
@@ -189,6 +192,10 @@ class _Run:
             todo = [job for job in pack if not self._from_cache(job)]
             if todo:
                 self._submit_training(tuple(todo))
+        if self.reused:
+            shown = ", ".join(self.reused[:4]) + (", ..." if len(self.reused) > 4 else "")
+            self.log(f"reused {len(self.reused)} trained model(s) from the model cache "
+                     f"{self.cache.root} instead of training them ({shown})")
         self._submit_ready()
         while self.ex.pending():
             self._collect(self.ex.next_done())
@@ -240,7 +247,9 @@ class _Run:
         if cached is None:
             return False
         self.progress.advance(len(split_records(cached[1])[0]))
-        self._finish(job, JobResult(job.id, train_rows(job, cached[1])))
+        self.reused.append(job.id)
+        self._finish(job, JobResult(job.id, train_rows(job, cached[1]),
+                                    where={"reused": "model cache"}))
         return True
 
     def _submit_ready(self) -> None:
@@ -345,4 +354,4 @@ class _Run:
     def outcome(self) -> Outcome:
         return Outcome(self.store.root, ran=self.ran,
                        skipped=[j.id for j in self.jobs if j.id in self.done],
-                       failed=self.failed)
+                       failed=self.failed, reused=self.reused)

@@ -199,3 +199,14 @@ def test_a_hostile_set_is_one_line_and_exit_2(toy_cli, capsys, override, message
     assert cli.main(["validate", str(toy_cli), "--set", override]) == 2
     [line] = _lines(capsys.readouterr().err)
     assert message in line and len(line) < 300
+
+
+def test_a_second_run_says_its_models_came_from_the_cache_and_does_not_count_them_as_run(
+        toy_cli, tmp_path, capsys):
+    assert _run(toy_cli, tmp_path / "first") == 0
+    capsys.readouterr()
+    assert _run(toy_cli, tmp_path / "second") == 0
+    err = capsys.readouterr().err
+    assert "reused 1 trained model(s) from the model cache" in err
+    assert "ran 1 job(s): 1 ok, 0 failed; 1 trained model(s) reused from the model cache; " \
+           "0 already done" in err

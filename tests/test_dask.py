@@ -93,7 +93,7 @@ def test_dask_run_gives_the_local_results(tmp_path, cluster, local_reference):
                              cache=ModelCache(tmp_path / "cache"), log=lambda s: None)
     assert not again.failed
     train = pd.read_csv(tmp_path / "again" / "jobs.csv").query("kind == 'train'")
-    assert (train["where"].isna() | (train["where"] == "")).all()  # served by the cache
+    assert (train["where"] == "model cache").all()  # served by the cache, not trained
 
 
 @pytest.mark.slow

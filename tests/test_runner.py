@@ -105,6 +105,18 @@ def test_training_is_reproducible_and_cached(tmp_path, toy_registry):
         training.train_runs = original
     assert not calls and not c.failed
     pd.testing.assert_frame_equal(ra, _measurements(pd.read_csv(c.out_dir / "results.csv")))
+    # ... and says so: in the outcome, in jobs.csv, and in one line
+    trains = [job for job in a.ran if job.startswith("train-")]
+    assert trains and not a.reused and c.reused == trains
+    jobs = pd.read_csv(c.out_dir / "jobs.csv").set_index("id")
+    assert (jobs.loc[trains, "where"] == "model cache").all()
+    assert jobs.drop(index=trains)["where"].str.startswith("local on ").all()
+    logged: list[str] = []
+    runner.run_suite(_suite(toy_registry), toy_registry, tmp_path / "d", device="cpu",
+                     cache=ModelCache(tmp_path / "cache-a"), log=logged.append)
+    (line,) = [m for m in logged if m.startswith("reused ")]
+    assert line.startswith(f"reused {len(trains)} trained model(s) from the model cache "
+                           f"{tmp_path / 'cache-a'} instead of training them (train-")
 
 
 def test_interrupted_run_resumes_to_the_same_rows(tmp_path, toy_registry, monkeypatch):
