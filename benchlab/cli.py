@@ -247,16 +247,18 @@ def _finished(out: Path) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchlab.report import render
+    from benchlab.runlog import run_log
 
     out = Path(args.dir)
     if not (out / "results.csv").exists():
         raise _UsageError(f"{out}: no results.csv there; not a benchlab run directory")
-    damaged = _verify_run(out)
-    for job_id, problem in damaged.items():
-        _err(f"damaged job {job_id}: {problem}; left out of the report")
-    if damaged:
-        _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
-    path = render(out)
+    with run_log(out):
+        damaged = _verify_run(out)
+        for job_id, problem in damaged.items():
+            _err(f"damaged job {job_id}: {problem}; left out of the report")
+        if damaged:
+            _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
+        path = render(out)
     print(path)
     return EXIT_FAILED_JOBS if damaged else EXIT_OK
 
@@ -432,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     # Progress notes from the library (dataset downloads, ...) go to stderr.
+    # Details (a library's full error text) go to the run's log file, not to the screen.
     handler = _StderrHandler()
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("benchlab: %(message)s"))
     logger = logging.getLogger("benchlab")
     if not logger.handlers:

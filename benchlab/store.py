@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from benchlab.files import atomic_write_bytes, atomic_write_text
+from benchlab.tensors import UnreadableTensors, load_tensors
 
 # Columns of results.csv: what names the measurement, then the measurement.
 # ``step``: the optimisation step of a learning-curve point (empty for other rows).
@@ -190,10 +191,13 @@ class RunStore:
         problem = self.damage(job_id)
         if problem is not None:
             raise ValueError(problem)
+        path = self.artifact(job_id)
         try:
-            return torch.load(self.artifact(job_id), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem
-            raise ValueError(str(exc)) from exc
+            return load_tensors(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+        except UnreadableTensors as exc:  # one line; the library's full text is its cause
+            raise ValueError(str(exc)) from exc.__cause__
 
 
 def _sha256(blob: bytes) -> str:
