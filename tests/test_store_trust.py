@@ -1,5 +1,6 @@
-"""What a run directory and the model cache trust: torch's page of advice about a file
-it refuses to load stays off the screen."""
+"""What a run directory and the model cache trust: files that pass their digest but do
+not decode are damage, status files name nothing outside the run, and torch's page of
+advice about a refused file stays off the screen."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,7 @@ import torch
 
 from benchlab import cli, runner
 from benchlab.cache import ModelCache
+from benchlab.store import RunStore
 from benchlab.suite import validate_suite
 
 SUITE = {
@@ -75,6 +78,39 @@ def _forge(out: Path, job_id: str, name: str, blob: bytes) -> None:
     status.write_text(json.dumps(data))
 
 
+@pytest.mark.parametrize("blob", [b"not a torch file", pickle.dumps({"a": 1}), _saved([1, 2]),
+                                  _malicious_pickle()],
+                         ids=["junk", "a-plain-pickle", "not-tensors", "malicious"])
+def test_an_artifact_that_does_not_decode_is_redone_not_failed_forever(
+        finished, tmp_path, toy_registry, blob):
+    out, expected = finished
+    _forge(out, ATTACK, f"artifacts/{ATTACK}.pt", blob)
+    (out / "jobs" / f"{EXPLAIN}.json").unlink()  # the job that reads it is still to run
+    outcome, logs = _run(toy_registry, out, tmp_path / "cache", resume=True)
+    assert not outcome.failed, outcome.failed
+    assert sorted(outcome.ran) == [ATTACK, EXPLAIN]
+    [line] = [line for line in logs if line.startswith("damaged job")]
+    assert line.startswith(f"damaged job {ATTACK}: {out}/artifacts/{ATTACK}.pt ")
+    assert "\n" not in line
+    pd.testing.assert_frame_equal(_values(out), expected)
+    again, logs = _run(toy_registry, out, tmp_path / "cache", resume=True)
+    assert not again.ran and not again.failed and len(again.skipped) == 6
+
+
+def test_a_refused_artifact_is_one_line_on_screen_and_the_full_text_in_the_log(finished):
+    out, _ = finished
+    _forge(out, ATTACK, f"artifacts/{ATTACK}.pt", _malicious_pickle())
+    store = RunStore(out)
+    problem = store.damage(ATTACK)
+    assert problem == (f"{out}/artifacts/{ATTACK}.pt cannot be decoded (UnpicklingError: not a "
+                       "file of plain tensors (Trying to load unsupported GLOBAL posix.system "
+                       "whose module posix is blocked))")
+    with pytest.raises(ValueError) as info:
+        store.load_artifact(ATTACK)
+    assert str(info.value) == problem
+    assert "Check the documentation of torch.load" in str(info.value.__cause__)
+
+
 def test_a_refused_cache_entry_is_one_warning_line_and_the_run_log_has_the_text(
         finished, tmp_path, toy_registry, monkeypatch, capsys):
     """torch's refusal is five lines of advice; the screen gets one line per entry."""
@@ -105,3 +141,34 @@ def test_a_refused_cache_entry_is_one_warning_line_and_the_run_log_has_the_text(
     assert log.count("is damaged (cannot decode model.pt") == 2
     assert "Check the documentation of torch.load" in log  # the full text, for whoever asks
     pd.testing.assert_frame_equal(_values(again), expected)
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
+def test_a_status_file_naming_a_file_outside_the_run_is_damage(finished, tmp_path,
+                                                               toy_registry, where):
+    out, expected = finished
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's")
+    name = {"absolute": str(secret), "dotdot": "../secret.txt",
+            "symlink": "jobs/link.txt"}[where]
+    if where == "symlink":
+        (out / "jobs" / "link.txt").symlink_to(secret)
+    status = out / "jobs" / f"{ATTACK}.json"
+    data = json.loads(status.read_text())
+    data["digests"][name] = _sha256(secret.read_bytes())  # the right digest, even
+    status.write_text(json.dumps(data))
+    assert RunStore(out).damage(ATTACK) == (
+        f"{status} names {name!r}, which is not a file inside the run directory")
+    outcome, logs = _run(toy_registry, out, tmp_path / "cache", resume=True)
+    assert outcome.ran == [ATTACK] and not outcome.failed
+    assert any(line.startswith(f"damaged job {ATTACK}: {status} names ") for line in logs)
+    pd.testing.assert_frame_equal(_values(out), expected)
+
+
+def test_a_link_that_stays_inside_the_run_is_followed(finished):
+    out, _ = finished
+    rows = out / "jobs" / f"{ATTACK}.csv"
+    (out / "rows-copy.csv").write_bytes(rows.read_bytes())
+    rows.unlink()
+    rows.symlink_to(out / "rows-copy.csv")
+    assert RunStore(out).damage(ATTACK) is None
