@@ -157,8 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         where = f" writing {exc.filename}" if exc.filename else f" writing under {out}"
         raise _UsageError(f"{exc.strerror or exc}{where}; {_finished(out)} finished job(s) "
-                          f"are kept in {out}. Free space, then continue with: {resume_hint}"
-                          ) from None
+                          f"are kept in {out}. {_ENVIRONMENT_ERRNOS[exc.errno]}, then "
+                          f"continue with: {resume_hint}") from None
     from benchlab.report import render
 
     render(out)
@@ -232,8 +232,14 @@ def _claim_new(out: Path) -> Path:
     raise _UsageError(f"{out.parent}: 999 runs started in the same second")
 
 
-# The machine, not the suite or the code: the user can fix these and resume.
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# The machine, not the suite or the code: the user can fix these and resume; what to do.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "Free space",
+    errno.EDQUOT: "Free space or raise the disk quota",
+    errno.EROFS: "Make the file system writable (or copy the run directory to one that is)",
+    errno.EACCES: "Give yourself write permission there",
+    errno.EPERM: "Give yourself write permission there",
+}
 
 
 def _finished(out: Path) -> int:
