@@ -1,7 +1,8 @@
 """The ``benchlab`` command line.
 
 Exit status: 0 success; 1 some job failed (the others kept their results);
-2 invalid input (suite, arguments, unknown component); 130 interrupted.
+2 invalid input (suite, arguments, unknown component, a directory another run
+holds); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -111,19 +112,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchlab.runner import default_output_dir, run_suite
+    from benchlab.runner import default_output_dir
+
+    lock = None
+    try:
+        if args.resume:
+            out = Path(args.resume)
+            if out.exists() and not out.is_dir():
+                raise _UsageError(f"--resume {out}: is a file; expected a run directory")
+            if not (out / "suite.yaml").is_file():
+                raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run "
+                                  "directory")
+            lock = _lock(out, "benchlab run --resume", f"--resume {out}")
+            suite = _resumed_suite(out, args)
+        else:
+            if not args.suite:
+                raise _UsageError("run: give a suite file (or --resume DIR)")
+            suite = _load(args.suite, args.set)
+            out, lock = (_claim(Path(args.out)) if args.out
+                         else _claim_new(default_output_dir(suite)))
+        return _run(args, suite, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, suite, out: Path) -> int:
+    """Run ``suite`` in ``out``, a directory this process has claimed."""
+    from benchlab.runner import run_suite
     from benchlab.suite import SuiteError
 
-    if args.resume:
-        out = Path(args.resume)
-        if out.exists() and not out.is_dir():
-            raise _UsageError(f"--resume {out}: is a file; expected a run directory")
-        suite = _resumed_suite(out, args)
-    else:
-        if not args.suite:
-            raise _UsageError("run: give a suite file (or --resume DIR)")
-        suite = _load(args.suite, args.set)
-        out = _claim(Path(args.out)) if args.out else _claim_new(default_output_dir(suite))
     # The saved suite.yaml holds the suite as resolved, --set overrides included, so
     # the hint names no suite file; it repeats the options that say where jobs run.
     where = [f"--device {args.device}"] if args.device != "auto" else []
@@ -184,8 +202,6 @@ def _resumed_suite(out: Path, args: argparse.Namespace):
     from benchlab.store import RunStore
 
     saved_path = out / "suite.yaml"
-    if not saved_path.is_file():
-        raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run directory")
     saved = _load(str(saved_path), [])
     wanted = _load(args.suite, args.set) if args.suite else _load(str(saved_path), args.set)
     try:
@@ -199,25 +215,51 @@ def _resumed_suite(out: Path, args: argparse.Namespace):
     return wanted
 
 
-def _claim(out: Path) -> Path:
-    """``--out``: a new or empty directory; never one holding another run."""
+def _lock(out: Path, command: str, option: str):
+    """Claim the existing directory ``out`` for this process (see :mod:`benchlab.lock`)."""
+    from benchlab.lock import LockHeld, RunLock
+
+    lock = RunLock(out, command)
+    try:
+        stale = lock.acquire()
+    except LockHeld as exc:
+        raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"{option}: cannot claim the directory: {exc.strerror or exc}"
+                          ) from None
+    if stale is not None:
+        _err(f"{out}: took over the lock of {stale.name()}, which no longer runs")
+    return lock
+
+
+def _claim(out: Path):
+    """``--out``: a new or empty directory, never one holding another run, claimed for
+    this process before anything else is written there."""
+    from benchlab.lock import is_lock_file
+
     if out.exists() and not out.is_dir():
         raise _UsageError(f"--out {out}: is a file; expected a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        clutter = next(out.iterdir(), None)
     except OSError as exc:
         raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    lock = _lock(out, "benchlab run", f"--out {out}")
+    try:
+        clutter = next((p for p in out.iterdir() if not is_lock_file(p.name)), None)
+    except OSError as exc:
+        lock.release()
+        raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if clutter is not None:
+        lock.release()
         what = "a benchlab run" if (out / "suite.yaml").exists() else "other files"
         raise _UsageError(f"--out {out}: not empty (it holds {what}); continue that run with "
                           f"--resume {out}, or give a new or empty directory")
-    return out
+    return out, lock
 
 
-def _claim_new(out: Path) -> Path:
-    """The default output directory, created exclusively: two runs started in the same
-    second get ``STAMP`` and ``STAMP-2``."""
+def _claim_new(out: Path):
+    """The default output directory, created exclusively (two runs started in the same
+    second get ``STAMP`` and ``STAMP-2``) and claimed."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for n in range(1, 1000):
@@ -226,7 +268,7 @@ def _claim_new(out: Path) -> Path:
                 candidate.mkdir()
             except FileExistsError:
                 continue
-            return candidate
+            return candidate, _lock(candidate, "benchlab run", str(candidate))
     except OSError as exc:
         raise _UsageError(f"{out.parent}: {exc.strerror or exc}") from None
     raise _UsageError(f"{out.parent}: 999 runs started in the same second")
@@ -258,13 +300,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not (out / "results.csv").exists():
         raise _UsageError(f"{out}: no results.csv there; not a benchlab run directory")
-    with run_log(out):
-        damaged = _verify_run(out)
-        for job_id, problem in damaged.items():
-            _err(f"damaged job {job_id}: {problem}; left out of the report")
-        if damaged:
-            _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
-        path = render(out)
+    # The report rewrites results.csv, summary.md and the plots: not while a run does.
+    lock = _lock(out, "benchlab report", str(out))
+    try:
+        with run_log(out):
+            damaged = _verify_run(out)
+            for job_id, problem in damaged.items():
+                _err(f"damaged job {job_id}: {problem}; left out of the report")
+            if damaged:
+                _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
+            path = render(out)
+    finally:
+        lock.release()
     print(path)
     return EXIT_FAILED_JOBS if damaged else EXIT_OK
 
