@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 some job failed (the others kept their results);
 2 invalid input (suite, arguments, unknown component, a directory another run
-holds); 130 interrupted.
+holds); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, as a batch system
+sends before it kills a job), which stops a run exactly as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -13,16 +14,47 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+EXIT_TERMINATED = 128 + 15  # ... and for one killed by SIGTERM
 
 
 class _UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that it stops the same way."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`_Terminated` in the main thread.
+
+    Only the first one: the shutdown it starts (finished jobs kept, a cluster
+    closed, the lock released) is not interrupted by another. Outside the main
+    thread, where handlers cannot be set, SIGTERM keeps its default action.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _err(message: str) -> None:
@@ -165,11 +197,12 @@ def _run(args: argparse.Namespace, suite, out: Path) -> int:
         if isinstance(exc, SuiteError):
             raise
         raise _UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        _err(f"interrupted; {_finished(out)} finished job(s) are kept in {out}. "
-             f"Continue with: {resume_hint}")
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        _err(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; {_finished(out)} "
+             f"finished job(s) are kept in {out}. Continue with: {resume_hint}")
         print(out)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
@@ -414,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="benchlab",
         description="Benchmarks of models, attacks and explainers over many seeds, "
                     "declared in YAML suites.",
-        epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted.")
+        epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted, "
+               "143 terminated (SIGTERM).")
     parser.add_argument("--version", action="version", version=f"benchlab {__version__}")
     debug_help = (f"print full tracebacks: of failed jobs (kept in DIR/jobs/ID.log), of "
                   f"failing checks and of errors (same as {DEBUG_ENV}=1)")
@@ -496,8 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        status = args.func(args)
-        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        with _sigterm_interrupts():
+            status = args.func(args)
+            sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
         return status
     except BrokenPipeError:
         # The reader went away (`benchlab plugins | head`): stop quietly, as cat does.
@@ -511,7 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, PluginError) as exc:
         _err(str(exc))
         return EXIT_INVALID
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated):
+            _err("terminated (SIGTERM)")
+            return EXIT_TERMINATED
         _err("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment problem: one line unless debugging
