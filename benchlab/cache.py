@@ -37,6 +37,8 @@ import platformdirs
 import torch
 
 from benchlab.files import write_synced
+from benchlab.messages import describe
+from benchlab.tensors import UnreadableTensors, load_tensors
 
 CACHE_ENV = "BENCHLAB_CACHE"
 DIGESTS = "digests.json"
@@ -101,10 +103,12 @@ class ModelCache:
                 raise DamagedEntry(f"{name} does not match its SHA-256 in {DIGESTS}")
         try:
             metrics = json.loads(blobs["metrics.json"])
-            state = torch.load(io.BytesIO(blobs["model.pt"]), map_location="cpu",
-                               weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
-            raise DamagedEntry(f"cannot decode: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            raise DamagedEntry(f"cannot decode metrics.json: {describe(exc)}") from None
+        try:
+            state = load_tensors(blobs["model.pt"], str(folder / "model.pt"))
+        except UnreadableTensors as exc:  # its full text is in the run's log file
+            raise DamagedEntry(f"cannot decode model.pt: {exc}") from None
         _check_metrics(metrics)
         _check_state(state, like)
         return state, metrics

@@ -1,7 +1,9 @@
 """The ``benchlab`` command line.
 
 Exit status: 0 success; 1 some job failed (the others kept their results);
-2 invalid input (suite, arguments, unknown component); 130 interrupted.
+2 invalid input (suite, arguments, unknown component, a directory another run
+holds); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, as a batch system
+sends before it kills a job), which stops a run exactly as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -12,16 +14,47 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+EXIT_TERMINATED = 128 + 15  # ... and for one killed by SIGTERM
 
 
 class _UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that it stops the same way."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`_Terminated` in the main thread.
+
+    Only the first one: the shutdown it starts (finished jobs kept, a cluster
+    closed, the lock released) is not interrupted by another. Outside the main
+    thread, where handlers cannot be set, SIGTERM keeps its default action.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _err(message: str) -> None:
@@ -122,19 +155,36 @@ def _steps(every: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchlab.runner import default_output_dir, run_suite
+    from benchlab.runner import default_output_dir
+
+    lock = None
+    try:
+        if args.resume:
+            out = Path(args.resume)
+            if out.exists() and not out.is_dir():
+                raise _UsageError(f"--resume {out}: is a file; expected a run directory")
+            if not (out / "suite.yaml").is_file():
+                raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run "
+                                  "directory")
+            lock = _lock(out, "benchlab run --resume", f"--resume {out}")
+            suite = _resumed_suite(out, args)
+        else:
+            if not args.suite:
+                raise _UsageError("run: give a suite file (or --resume DIR)")
+            suite = _load(args.suite, args.set)
+            out, lock = (_claim(Path(args.out)) if args.out
+                         else _claim_new(default_output_dir(suite)))
+        return _run(args, suite, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, suite, out: Path) -> int:
+    """Run ``suite`` in ``out``, a directory this process has claimed."""
+    from benchlab.runner import run_suite
     from benchlab.suite import SuiteError
 
-    if args.resume:
-        out = Path(args.resume)
-        if out.exists() and not out.is_dir():
-            raise _UsageError(f"--resume {out}: is a file; expected a run directory")
-        suite = _resumed_suite(out, args)
-    else:
-        if not args.suite:
-            raise _UsageError("run: give a suite file (or --resume DIR)")
-        suite = _load(args.suite, args.set)
-        out = _claim(Path(args.out)) if args.out else _claim_new(default_output_dir(suite))
     # The saved suite.yaml holds the suite as resolved, --set overrides included, so
     # the hint names no suite file; it repeats the options that say where jobs run.
     where = [f"--device {args.device}"] if args.device != "auto" else []
@@ -162,18 +212,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(exc, SuiteError):
             raise
         raise _UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        _err(f"interrupted; {_finished(out)} finished job(s) are kept in {out}. "
-             f"Continue with: {resume_hint}")
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        _err(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; {_finished(out)} "
+             f"finished job(s) are kept in {out}. Continue with: {resume_hint}")
         print(out)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f" writing {exc.filename}" if exc.filename else f" writing under {out}"
         raise _UsageError(f"{exc.strerror or exc}{where}; {_finished(out)} finished job(s) "
-                          f"are kept in {out}. Free space, then continue with: {resume_hint}"
-                          ) from None
+                          f"are kept in {out}. {_ENVIRONMENT_ERRNOS[exc.errno]}, then "
+                          f"continue with: {resume_hint}") from None
     from benchlab.report import render
 
     render(out)
@@ -202,8 +253,6 @@ def _resumed_suite(out: Path, args: argparse.Namespace):
     from benchlab.store import RunStore
 
     saved_path = out / "suite.yaml"
-    if not saved_path.is_file():
-        raise _UsageError(f"--resume {out}: no suite.yaml there; not a benchlab run directory")
     saved = _load(str(saved_path), [])
     wanted = _load(args.suite, args.set) if args.suite else _load(str(saved_path), args.set)
     try:
@@ -217,25 +266,51 @@ def _resumed_suite(out: Path, args: argparse.Namespace):
     return wanted
 
 
-def _claim(out: Path) -> Path:
-    """``--out``: a new or empty directory; never one holding another run."""
+def _lock(out: Path, command: str, option: str):
+    """Claim the existing directory ``out`` for this process (see :mod:`benchlab.lock`)."""
+    from benchlab.lock import LockHeld, RunLock
+
+    lock = RunLock(out, command)
+    try:
+        stale = lock.acquire()
+    except LockHeld as exc:
+        raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"{option}: cannot claim the directory: {exc.strerror or exc}"
+                          ) from None
+    if stale is not None:
+        _err(f"{out}: took over the lock of {stale.name()}, which no longer runs")
+    return lock
+
+
+def _claim(out: Path):
+    """``--out``: a new or empty directory, never one holding another run, claimed for
+    this process before anything else is written there."""
+    from benchlab.lock import is_lock_file
+
     if out.exists() and not out.is_dir():
         raise _UsageError(f"--out {out}: is a file; expected a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        clutter = next(out.iterdir(), None)
     except OSError as exc:
         raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    lock = _lock(out, "benchlab run", f"--out {out}")
+    try:
+        clutter = next((p for p in out.iterdir() if not is_lock_file(p.name)), None)
+    except OSError as exc:
+        lock.release()
+        raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if clutter is not None:
+        lock.release()
         what = "a benchlab run" if (out / "suite.yaml").exists() else "other files"
         raise _UsageError(f"--out {out}: not empty (it holds {what}); continue that run with "
                           f"--resume {out}, or give a new or empty directory")
-    return out
+    return out, lock
 
 
-def _claim_new(out: Path) -> Path:
-    """The default output directory, created exclusively: two runs started in the same
-    second get ``STAMP`` and ``STAMP-2``."""
+def _claim_new(out: Path):
+    """The default output directory, created exclusively (two runs started in the same
+    second get ``STAMP`` and ``STAMP-2``) and claimed."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for n in range(1, 1000):
@@ -244,14 +319,20 @@ def _claim_new(out: Path) -> Path:
                 candidate.mkdir()
             except FileExistsError:
                 continue
-            return candidate
+            return candidate, _lock(candidate, "benchlab run", str(candidate))
     except OSError as exc:
         raise _UsageError(f"{out.parent}: {exc.strerror or exc}") from None
     raise _UsageError(f"{out.parent}: 999 runs started in the same second")
 
 
-# The machine, not the suite or the code: the user can fix these and resume.
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# The machine, not the suite or the code: the user can fix these and resume; what to do.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "Free space",
+    errno.EDQUOT: "Free space or raise the disk quota",
+    errno.EROFS: "Make the file system writable (or copy the run directory to one that is)",
+    errno.EACCES: "Give yourself write permission there",
+    errno.EPERM: "Give yourself write permission there",
+}
 
 
 def _finished(out: Path) -> int:
@@ -265,16 +346,23 @@ def _finished(out: Path) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchlab.report import render
+    from benchlab.runlog import run_log
 
     out = Path(args.dir)
     if not (out / "results.csv").exists():
         raise _UsageError(f"{out}: no results.csv there; not a benchlab run directory")
-    damaged = _verify_run(out)
-    for job_id, problem in damaged.items():
-        _err(f"damaged job {job_id}: {problem}; left out of the report")
-    if damaged:
-        _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
-    path = render(out)
+    # The report rewrites results.csv, summary.md and the plots: not while a run does.
+    lock = _lock(out, "benchlab report", str(out))
+    try:
+        with run_log(out):
+            damaged = _verify_run(out)
+            for job_id, problem in damaged.items():
+                _err(f"damaged job {job_id}: {problem}; left out of the report")
+            if damaged:
+                _err(f"redo the damaged job(s) with: benchlab run --resume {out}")
+            path = render(out)
+    finally:
+        lock.release()
     print(path)
     return EXIT_FAILED_JOBS if damaged else EXIT_OK
 
@@ -377,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="benchlab",
         description="Benchmarks of models, attacks and explainers over many seeds, "
                     "declared in YAML suites.",
-        epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted.")
+        epilog="Exit status: 0 ok, 1 some job failed, 2 invalid input, 130 interrupted, "
+               "143 terminated (SIGTERM).")
     parser.add_argument("--version", action="version", version=f"benchlab {__version__}")
     debug_help = (f"print full tracebacks: of failed jobs (kept in DIR/jobs/ID.log), of "
                   f"failing checks and of errors (same as {DEBUG_ENV}=1)")
@@ -455,15 +544,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     # Progress notes from the library (dataset downloads, ...) go to stderr.
+    # Details (a library's full error text) go to the run's log file, not to the screen.
     handler = _StderrHandler()
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("benchlab: %(message)s"))
     logger = logging.getLogger("benchlab")
     if not logger.handlers:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        status = args.func(args)
-        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        with _sigterm_interrupts():
+            status = args.func(args)
+            sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
         return status
     except BrokenPipeError:
         # The reader went away (`benchlab plugins | head`): stop quietly, as cat does.
@@ -477,7 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, PluginError) as exc:
         _err(str(exc))
         return EXIT_INVALID
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated):
+            _err("terminated (SIGTERM)")
+            return EXIT_TERMINATED
         _err("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment problem: one line unless debugging

@@ -9,6 +9,7 @@ failed job.
 from __future__ import annotations
 
 import difflib
+import re
 import traceback
 from collections.abc import Iterable
 
@@ -21,10 +22,19 @@ NORM_LABELS = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 # how close a typo must be to a known name to be suggested (difflib's ratio)
 _CUTOFF = 0.6
 
+# terminal colours and styles, which some libraries put in their messages
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+# torch.load(weights_only=True) refusing a file: its reason follows a page of advice
+_WEIGHTS_ONLY = "Weights only load failed"
+_WEIGHTS_ONLY_REASON = "WeightsUnpickler error:"
+_ADVICE = ("(1)", "(2)", "Check the documentation", "Please file an issue")
+
 
 def first_line(text: str) -> str:
-    """The first non-blank line of ``text``, stripped ('' for blank text)."""
-    lines = [line.strip() for line in str(text).strip().splitlines()]
+    """The first non-blank line of ``text``, stripped ('' for blank text), without
+    terminal escape sequences."""
+    lines = [line.strip() for line in _ESCAPES.sub("", str(text)).strip().splitlines()]
     return next((line for line in lines if line), "")
 
 
@@ -32,16 +42,36 @@ def describe(exc: BaseException) -> str:
     """``Type: first line of the message``, or the type alone for an empty message.
 
     A message that ends on a colon (a library that puts its detail on the next
-    line) keeps the rest of Python's own one-line rendering after it.
+    line) keeps the rest of Python's own one-line rendering after it. When
+    ``torch.load`` refuses a file that is not plain tensors, the line is the
+    reason it gives, not the first line of its advice.
     """
     name = type(exc).__name__
-    text = first_line(str(exc))
+    message = _ESCAPES.sub("", str(exc))
+    if message.startswith(_WEIGHTS_ONLY):
+        reason = _weights_only_reason(message)
+        return f"{name}: not a file of plain tensors" + (f" ({reason})" if reason else "")
+    text = first_line(message)
     if not text:
         return name
     if text.endswith(":"):
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         text += " " + " ".join(detail.split())
     return f"{name}: {text}"
+
+
+def _weights_only_reason(message: str) -> str:
+    """The first sentence of why ``torch.load(weights_only=True)`` refused a file, found
+    after the advice it starts with ('' if there is none)."""
+    if _WEIGHTS_ONLY_REASON in message:
+        rest = message.split(_WEIGHTS_ONLY_REASON, 1)[1]
+    else:
+        rest = message.partition("\n")[2]
+    for line in rest.splitlines():
+        line = line.strip()
+        if line and not line.startswith(_ADVICE):
+            return line.split(". ")[0].rstrip(".")
+    return ""
 
 
 def squeeze(text: str, limit: int = 300) -> str:

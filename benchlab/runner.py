@@ -11,6 +11,9 @@
 4. **store** the consolidated tables (``results.csv``, ``jobs.csv``), also when the
    loop is interrupted.
 
+From plan to store, what benchlab logs is also kept in the directory's ``run.log``
+(:mod:`benchlab.runlog`), with the full text behind each one-line warning.
+
 The runner is the only writer of the run directory (:mod:`benchlab.store`) and of
 the model cache (:mod:`benchlab.cache`): executors hand back rows and products
 (weights, adversarial images, grid data) as values. A component that raises or
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from traceback import format_exception
 from typing import Any
 
 import torch
@@ -41,6 +45,7 @@ from benchlab.identity import expected_state, model_identity, model_key
 from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
 from benchlab.progress import Progress, describe_where
+from benchlab.runlog import run_log
 from benchlab.scheduler import Scheduler
 from benchlab.store import JobRecord, RunStore
 from benchlab.suite import Suite
@@ -105,11 +110,12 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
                    progress, log)
         run.checkpoint, run.checkpoint_every = checkpoint, checkpoint_every
         run.prepare(dev, resume)
-        run.plan(resume)
-        try:
-            run.loop()
-        finally:
-            run.store_tables()
+        with run_log(run.store.root):
+            run.plan(resume)
+            try:
+                run.loop()
+            finally:
+                run.store_tables()
         return run.outcome()
     finally:
         ex.close()
@@ -117,7 +123,14 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
 
 
 class _MissingInput(Exception):
-    """A job's input (weights, adversarial images) from an earlier run is missing."""
+    """A job's input (weights, adversarial images) from an earlier run is missing.
+
+    ``detail``: the full text behind the one-line message, kept in the job's log file.
+    """
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class _Run:
@@ -262,7 +275,7 @@ class _Run:
             try:
                 inputs = self._inputs(job)
             except _MissingInput as exc:
-                self._finish(job, JobResult(job.id, error=str(exc)))
+                self._finish(job, JobResult(job.id, error=str(exc)), exc.detail)
                 self.progress.advance()
                 continue
             self.ex.submit(Task(job.kind, (job,), inputs,
@@ -286,7 +299,8 @@ class _Run:
                 inputs["adversarial"] = self.store.load_artifact(job.attack_job)
             except ValueError as exc:
                 raise _MissingInput(f"adversarial images of {job.attack_job} cannot be read "
-                                    f"({exc}); resume the run to redo {job.attack_job}"
+                                    f"({exc}); resume the run to redo {job.attack_job}",
+                                    "".join(format_exception(type(exc), exc, exc.__traceback__))
                                     ) from exc
         return inputs
 

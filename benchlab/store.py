@@ -5,7 +5,10 @@ renamed into place), and its status file is written last, with the SHA-256 of th
 job's rows file and artifact: a job counts as finished only when its status file
 exists and its files still match those digests. An interrupted run therefore
 keeps every finished job; ``--resume`` re-runs exactly the jobs without one, and
-the jobs whose files were damaged since, naming each.
+the jobs whose files were damaged since, naming each. A job's artifact must also
+decode as the tensors it was saved as: one that does not is damage of its job,
+so that resuming redoes the job instead of failing the jobs that read it again
+and again. A status file may only name files inside the run directory.
 
 ``results.csv`` and ``jobs.csv`` grow by one job's lines as each job finishes, so
 writing them costs what the job produced, not what the run holds; they are
@@ -20,13 +23,14 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 import torch
 
 from benchlab.files import atomic_write_bytes, atomic_write_text
+from benchlab.tensors import UnreadableTensors, load_tensors
 
 # Columns of results.csv: what names the measurement, then the measurement.
 # ``step``: the optimisation step of a learning-curve point (empty for other rows).
@@ -76,26 +80,57 @@ class RunStore:
 
     def damage(self, job_id: str) -> str | None:
         """Why job ``job_id``, recorded as ok, cannot be trusted; None when its files verify."""
-        status = self._status(self.jobs_dir / f"{job_id}.json")
+        try:
+            self._verify(job_id)
+        except _Damaged as exc:
+            return str(exc)
+        return None
+
+    def _verify(self, job_id: str) -> dict[str, torch.Tensor] | None:
+        """Check the files of job ``job_id`` against its status file; its artifact's tensors
+        when the status names one. Raises :class:`_Damaged` saying what is wrong."""
+        path = self.jobs_dir / f"{job_id}.json"
+        status = self._status(path)
         if status is None:
-            return f"{self.jobs_dir / job_id}.json is unreadable"
+            raise _Damaged(f"{path} is unreadable")
         record, digests = status
         if record.status != "ok":
             return None
         rows = f"jobs/{job_id}.csv"
         if rows not in digests:
-            return f"{self.jobs_dir / job_id}.json holds no digests (written by an older version)"
+            raise _Damaged(f"{path} holds no digests (written by an older version)")
+        tensors = None
         for name, expected in digests.items():
-            path = self.root / name
+            target = self._inside(name)
+            if target is None:
+                raise _Damaged(f"{path} names {name!r}, which is not a file inside the run "
+                               "directory")
             try:
-                actual = _sha256(path.read_bytes())
+                blob = target.read_bytes()
             except FileNotFoundError:
-                return f"{path} is missing"
+                raise _Damaged(f"{target} is missing") from None
             except OSError as exc:
-                return f"{path} cannot be read: {exc.strerror or exc}"
-            if actual != expected:
-                return f"{path} does not match its digest"
-        return None
+                raise _Damaged(f"{target} cannot be read: {exc.strerror or exc}") from None
+            if _sha256(blob) != expected:
+                raise _Damaged(f"{target} does not match its digest")
+            if target == self.artifact(job_id):
+                tensors = _decode(target, blob)
+        return tensors
+
+    def _inside(self, name: object) -> Path | None:
+        """The file that ``name``, from a status file, names in the run directory; None for
+        anything else: an absolute path, one through ``..``, a link that leads out."""
+        if not isinstance(name, str) or not name or "\0" in name:
+            return None
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            return None
+        path = self.root / relative
+        try:
+            inside = path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError):  # a loop of links
+            return None
+        return path if inside else None
 
     def verified(self) -> tuple[set[str], dict[str, str]]:
         """Jobs finished ok whose files verify, and the others recorded ok: id -> what is wrong."""
@@ -186,14 +221,41 @@ class RunStore:
         atomic_write_bytes(self.artifact(job_id), buffer.getbuffer())
 
     def load_artifact(self, job_id: str) -> dict[str, Any]:
-        """The product of job ``job_id``, once its files verify; ValueError saying why not."""
-        problem = self.damage(job_id)
-        if problem is not None:
-            raise ValueError(problem)
+        """The product of job ``job_id``, once its files verify; ValueError saying why not,
+        in one line (the library's full text is the exception's cause)."""
         try:
-            return torch.load(self.artifact(job_id), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem
-            raise ValueError(str(exc)) from exc
+            tensors = self._verify(job_id)
+        except _Damaged as exc:
+            raise ValueError(str(exc)) from exc.__cause__
+        if tensors is not None:
+            return tensors
+        path = self.artifact(job_id)
+        try:
+            return _decode(path, path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+        except _Damaged as exc:
+            raise ValueError(str(exc)) from exc.__cause__
+
+
+class _Damaged(Exception):
+    """A job's files do not verify: one line saying which and how."""
+
+
+def _decode(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
+    """The tensors saved in ``blob`` (read from ``path``), loaded as plain data only.
+
+    A failure is :class:`_Damaged` in one line; the library's full text is in the
+    run's log file and is the exception's cause.
+    """
+    try:
+        data = load_tensors(blob, str(path))
+    except UnreadableTensors as exc:
+        raise _Damaged(f"{path} cannot be decoded ({exc})") from exc.__cause__
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+        raise _Damaged(f"{path} does not hold a mapping of names to tensors")
+    return data
 
 
 def _sha256(blob: bytes) -> str:

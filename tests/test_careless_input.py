@@ -68,6 +68,33 @@ def test_a_full_disk_names_the_path_and_the_resume_command(toy_cli, tmp_path, ca
                          "--device cpu")
 
 
+@pytest.mark.parametrize(("code", "text", "remedy"), [
+    (errno.EROFS, "Read-only file system",
+     "Make the file system writable (or copy the run directory to one that is)"),
+    (errno.EDQUOT, "Disk quota exceeded", "Free space or raise the disk quota"),
+    (errno.EACCES, "Permission denied", "Give yourself write permission there"),
+], ids=["EROFS", "EDQUOT", "EACCES"])
+def test_a_write_refused_for_another_reason_than_space_says_what_to_do(
+        toy_cli, tmp_path, capsys, monkeypatch, code, text, remedy):
+    real = files.atomic_write
+    calls = []
+
+    def refused_after_a_while(path, chunks, **options):
+        calls.append(path)
+        if len(calls) > 4:
+            raise OSError(code, text, str(path))
+        real(path, chunks, **options)
+
+    monkeypatch.setattr(files, "atomic_write", refused_after_a_while)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(toy_cli), "--out", str(out), "--device", "cpu"]) == 2
+    [line] = _lines(capsys.readouterr().err)
+    assert line.startswith(f"benchlab: {text} writing {out}")
+    assert line.endswith(f"{remedy}, then continue with: benchlab run --resume {out} "
+                         "--device cpu")
+    assert "Free space" not in line or code == errno.EDQUOT
+
+
 def test_a_closed_pipe_is_not_a_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "benchlab.cli", "plugins"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -308,9 +308,14 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
 
 
 def _ignore_ctrl_c() -> None:
-    """Run on every worker of a LocalCluster benchlab started, including restarted ones."""
+    """Run on every worker of a LocalCluster benchlab started, including restarted ones.
+
+    SIGTERM too: a batch system may send it to every process of a job, and the
+    client, which stops on it as on Ctrl-C, shuts the workers down in order.
+    """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _cuda_devices() -> int:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
 
 from benchlab import verdict
 from benchlab.messages import describe
 from benchlab.store import read_results
 from benchlab.suite import ReportSection
+from benchlab.tensors import UnreadableTensors, load_tensors
 
 __all__ = ["DEFAULTS", "Run", "explain_artifacts", "failed_jobs", "load_run", "ordered"]
 
@@ -98,8 +98,9 @@ def explain_artifacts(out: Path) -> Iterator[tuple[str, dict]]:
     a file that cannot be read is logged and skipped."""
     for path in sorted((Path(out) / "artifacts").glob("explain-*-r00-*.pt")):
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - one damaged file must not stop the report
-            log.warning("%s cannot be read (%s); its grid is left out", path, describe(exc))
+            data = load_tensors(path.read_bytes(), str(path))
+        except (OSError, UnreadableTensors) as exc:  # one damaged file must not stop the report
+            why = str(exc) if isinstance(exc, UnreadableTensors) else describe(exc)
+            log.warning("%s cannot be read (%s); its grid is left out", path, why)
             continue
         yield path.stem.removeprefix("explain-").replace("-r00", ""), data
