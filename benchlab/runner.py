@@ -46,7 +46,7 @@ from benchlab.jobs import Job, expand
 from benchlab.plugins import Registry
 from benchlab.progress import Progress, describe_where
 from benchlab.runlog import run_log
-from benchlab.scheduler import Scheduler
+from benchlab.scheduler import Ready, Scheduler
 from benchlab.store import JobRecord, RunStore
 from benchlab.suite import Suite
 
@@ -266,7 +266,12 @@ class _Run:
         return True
 
     def _submit_ready(self) -> None:
-        for ready in self.scheduler.ready():
+        # until nothing more is ready: a job not run makes its own dependants ready
+        while batch := self.scheduler.ready():
+            self._submit(batch)
+
+    def _submit(self, batch: list[Ready]) -> None:
+        for ready in batch:
             job = ready.job
             if ready.blocked_by is not None:
                 self._finish(job, JobResult(job.id, error=f"not run: {ready.blocked_by} failed"))

@@ -243,6 +243,22 @@ class _FailsInTraining(torch.nn.Module):
         return self.fc(x.flatten(1))
 
 
+def test_the_dependants_of_a_failure_at_the_end_of_a_run_are_recorded(tmp_path):
+    """The explain job waits on an attack job that is not run because their model failed:
+    it is recorded as not run too, though nothing is left running by then."""
+    registry = _registry_with(model_failing=lambda info, params: _FailsInTraining(info))
+    suite = _suite(registry, models=[{"name": "failing"}],
+                   train={"runs": 1, "epochs": 1, "batch_size": 32, "lr": 0.05})
+    outcome = runner.run_suite(suite, registry, tmp_path / "out", device="cpu",
+                               cache=ModelCache(tmp_path / "cache"), log=lambda s: None)
+    assert {job: message for job, message in outcome.failed.items()
+            if not job.startswith("train-")} == {
+        "attack-failing-r00-noise": "not run: train-failing-r00 failed",
+        "explain-failing-r00-noise-intensity": "not run: train-failing-r00 failed"}
+    jobs = pd.read_csv(tmp_path / "out" / "jobs.csv")
+    assert set(jobs["id"]) == set(outcome.failed) and len(jobs) == 3
+
+
 def test_runs_of_different_models_share_a_pack_and_a_failing_model_fails_alone(
         tmp_path, monkeypatch):
     from benchlab.executors.local import LocalExecutor

@@ -8,8 +8,10 @@ weights travel to them (scattered once per model) and rows and products travel
 back, so the workers need no filesystem shared with this process.
 
 A worker process that dies while running a task is replaced and its task
-rescheduled by Dask, up to ``distributed.scheduler.allowed-failures`` times; after
-that the task's jobs fail with a message that says so.
+rescheduled by Dask, up to ``distributed.scheduler.allowed-failures`` times; a task
+whose shared inputs died with a worker is resubmitted with them scattered again, up
+to ``retries`` times. After that the task's jobs fail with a message that says how
+many times its workers died (``deaths.py`` counts them).
 
 Checkpoints of training runs travel the same way as epoch records, and the client
 stays the only writer: a worker keeps the latest checkpoint of each of its runs in
@@ -29,7 +31,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from torch import device as torch_device
 from benchlab import guards
 from benchlab.execute import JobResult, Workspace, resolve_device
 from benchlab.executors.contract import Done, Task, run_task
+from benchlab.executors.deaths import TOPIC as DEATHS_TOPIC
+from benchlab.executors.deaths import WorkerDeaths
 from benchlab.jobs import Job
 
 INSTALL_HINT = "--executor dask needs Dask distributed: pip install 'benchlab[dask]'"
@@ -63,7 +67,8 @@ class DaskExecutor:
     ``LocalCluster`` of ``workers`` processes (default: one per core) with one
     thread each is started here and shut down by :meth:`close`. ``retries``: how
     many times a task whose worker died is rescheduled (LocalCluster only; a
-    running cluster's scheduler has its own setting).
+    running cluster's scheduler has its own setting), and how many times a task
+    whose shared inputs were lost with a worker is resubmitted (any cluster).
     """
 
     streams_epochs = True
@@ -125,6 +130,10 @@ class DaskExecutor:
         self._tasks: dict[Any, Task] = {}
         self._shared: dict[str, Any] = {}
         self._values: dict[str, Any] = {}
+        self._name_of: dict[str, str] = {}  # key of every scattering of a shared value -> name
+        #: the deaths of workers each task lived through (``deaths.hit()``: tasks retried)
+        self.deaths = WorkerDeaths()
+        self.client.subscribe_topic(DEATHS_TOPIC, self.deaths.on_event)
         self._resubmitted: dict[str, int] = {}
         self._started: dict[Any, float] = {}
         # where this client's tasks keep their latest checkpoints, in the scheduler's metadata
@@ -183,40 +192,57 @@ class DaskExecutor:
     def share(self, name: str, value: Any) -> Any:
         if name not in self._shared:
             # a list, so that the dict of tensors travels as one piece
-            (self._shared[name],) = self.client.scatter([value], hash=False)
-            self._values[name] = value
+            (future,) = self.client.scatter([value], hash=False)
+            self._shared[name], self._values[name] = future, value
+            self._name_of[future.key] = name
         return self._shared[name]
 
     def release(self, name: str) -> None:
         future = self._shared.pop(name, None)
         self._values.pop(name, None)
+        self._name_of = {k: n for k, n in self._name_of.items() if n != name}
         if future is not None:
             future.release()
 
-    def _reshare_lost(self, task: Task) -> Task | None:
-        """``task`` with its lost shared inputs scattered again, or None if none was lost.
+    def _fresh(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """``inputs`` with every shared value's live handle, and whether one was replaced.
 
-        Scattered data lives on one worker only; when that worker dies, it is gone.
+        Scattered data lives on one worker only; when that worker dies, it is gone and
+        is scattered again. A handle given out before that (the runner keeps them) is
+        replaced by the new one.
         """
-        inputs = dict(task.inputs)
-        lost = False
-        for key, value in task.inputs.items():
-            name = next((n for n, f in self._shared.items() if f is value), None)
-            if name is not None and value.status != "finished":
-                self._shared.pop(name)
-                inputs[key] = self.share(name, self._values.pop(name))
-                lost = True
-        return Task(task.kind, task.jobs, inputs, task.priority) if lost else None
+        fresh, replaced = dict(inputs), False
+        for key, value in inputs.items():
+            name = self._name_of.get(value.key) if isinstance(value, _distributed().Future) \
+                else None
+            if name is None:
+                continue
+            current = self._shared[name]
+            if current.status != "finished" or current.key in self.deaths.lost:
+                del self._shared[name]
+                current = self.share(name, self._values[name])
+            if current is not value:
+                fresh[key], replaced = current, True
+        return fresh, replaced
+
+    def _reshare_lost(self, task: Task) -> Task | None:
+        """``task`` with its lost shared inputs scattered again, or None if none was lost."""
+        inputs, replaced = self._fresh(task.inputs)
+        return Task(task.kind, task.jobs, inputs, task.priority) if replaced else None
 
     def submit(self, task: Task) -> None:
         resources = {"GPU": 1} if self._gpu and task.kind in ("train", "attack") else None
-        inputs = task.inputs
+        inputs, replaced = self._fresh(task.inputs)
+        if replaced:
+            task = Task(task.kind, task.jobs, inputs, task.priority)
+        key = f"{task.key}-{uuid.uuid4().hex[:8]}"
+        self.deaths.watch(key, task.key, (v.key for v in inputs.values()
+                                          if isinstance(v, _distributed().Future)))
         if task.kind == "train":
             inputs = {**inputs, "channel": self._channel}
         future = self.client.submit(
             execute_on_worker, task.kind, [job.to_dict() for job in task.jobs], inputs,
-            self.device, key=f"{task.key}-{uuid.uuid4().hex[:8]}", resources=resources,
-            priority=-task.priority, pure=False)
+            self.device, key=key, resources=resources, priority=-task.priority, pure=False)
         self._tasks[future] = task
         self._started[future] = time.perf_counter()
         self._as_completed.add(future)
@@ -231,14 +257,6 @@ class DaskExecutor:
     def pending(self) -> int:
         return len(self._tasks)
 
-    def next_done(self) -> Done:
-        """The next finished task; a task whose shared inputs were lost with a worker is
-        scattered again and resubmitted (up to ``retries`` times) without coming back."""
-        while True:
-            done = self._next_finished()
-            if done is not None:
-                return done
-
     def _next_finished(self) -> Done | None:
         if not self._tasks:
             raise LookupError("no task is pending")
@@ -252,24 +270,38 @@ class DaskExecutor:
             trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Done(task, error=str(exc), seconds=seconds, traceback=trace)
         except distributed.KilledWorker as exc:
-            return Done(task, error=f"the worker running it died, as did the workers it was "
-                                    f"retried on ({exc})", seconds=seconds)
+            died = self.deaths.message(task.key, allowed=exc.allowed_failures,
+                                       killed=future.key)
+            return Done(task, error=f"{died}; the last was {exc.last_worker.address}",
+                        seconds=seconds)
         except Exception as exc:
             again = self._reshare_lost(task)
-            if again is None or self._resubmitted.get(task.key, 0) >= self.retries:
+            if again is None:
                 # Not a component's fault, as in the local executor: fail this task only.
                 trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 return Done(task, error=f"internal error: {type(exc).__name__}: {exc}",
                             seconds=seconds, traceback=trace)
+            if self._resubmitted.get(task.key, 0) >= self.retries:
+                return Done(task, error=self.deaths.message(task.key, allowed=self.retries),
+                            seconds=seconds)
             self._resubmitted[task.key] = self._resubmitted.get(task.key, 0) + 1
             self.submit(again)
             return None
         finally:
+            self.deaths.done(future.key)
             future.release()
-            if task.kind == "train":
-                for job in task.jobs:  # its checkpoints are of no use now
-                    self.client.set_metadata([self._channel, job.id], None)
         return Done(task, results)
+
+    def next_done(self) -> Done:
+        """The next finished task; a task whose shared inputs were lost with a worker is
+        scattered again and resubmitted (up to ``retries`` times) without coming back."""
+        while True:
+            done = self._next_finished()
+            if done is not None:
+                if done.task.kind == "train":
+                    for job in done.task.jobs:  # its checkpoints are of no use now
+                        self.client.set_metadata([self._channel, job.id], None)
+                return done
 
     def close(self) -> None:
         futures = list(self._tasks)
@@ -282,6 +314,9 @@ class DaskExecutor:
             self._shared.clear()
             self.client.set_metadata([self._channel], None)
         finally:
+            # first: the scheduler would publish this client's removal to this client
+            with suppress(_distributed().client.ClosedClientError):
+                self.client.unsubscribe_topic(DEATHS_TOPIC)
             self.client.close()
             if self._cluster is not None:
                 self._cluster.close()
