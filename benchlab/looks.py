@@ -11,7 +11,9 @@ function of the results of its runs and the looks before it, so a resumed run
 recomputes it identically.
 
 Parts: *convergence* (the learning-curve statistics of :mod:`benchlab.verdict`,
-Holm's step-down under the spending), when the run has learning curves, and *final
+Holm's step-down under the spending), when the run has learning curves (decided
+*untestable* when the curves are too short for every statistic, which more runs
+would not change), and *final
 accuracy* (TOST against ``report.equivalence_margin`` and the two-sided Welch test),
 when the suite sets a margin.
 """
@@ -122,7 +124,9 @@ def _convergence(design: Design, k: int, planned: int, name: str, per_run: pd.Da
     level = float(design.levels(k + 1, 2, design.alpha / r)[k])
     ahead = [c.diff < 0 if c.faster_when == "lower" else c.diff > 0
              for c, hit in zip(comparisons, now) if hit]
-    if not ahead:
+    if not ahead and all(_undefined(c) for c in comparisons):
+        decision = "untestable"  # more runs do not lengthen a learning curve
+    elif not ahead:
         decision = "inconclusive" if design.is_last(k) else "undecided"
     else:
         decision = "faster" if all(ahead) else "slower" if not any(ahead) else "mixed"
@@ -133,6 +137,13 @@ def _convergence(design: Design, k: int, planned: int, name: str, per_run: pd.Da
                             "p": _num(c.p), "n": [int(c.other.size), int(c.baseline.size)]}
                            for c in comparisons],
             "level": level, "z": _z(design, k, 2, design.alpha / r)}
+
+
+def _undefined(c: verdict.Comparison) -> bool:
+    """Is the statistic undefined for so many runs (curves too short for it) that fewer
+    than two values per model remain?"""
+    return (c.other.size < 2 and c.undefined[0] > 0) or \
+        (c.baseline.size < 2 and c.undefined[1] > 0)
 
 
 def _final(design: Design, k: int, planned: int, name: str, test_acc: pd.DataFrame,

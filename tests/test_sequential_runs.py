@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
-from benchlab import runner
+from benchlab import runner, verdict
 from benchlab.cache import ModelCache
 from benchlab.jobs import expand
-from benchlab.looks import LOOKS_FILE
+from benchlab.looks import LOOKS_FILE, look
 from benchlab.report import render
+from benchlab.sequential import Design
 from benchlab.suite import validate_suite
 
 SUITE = {
@@ -78,3 +80,53 @@ def test_resume_continues_the_looks(tmp_path, toy_registry):
                                    "train-wide-r05"]
     again = json.loads((out / LOOKS_FILE).read_text())["looks"]
     assert [x["planned"] for x in again] == [2, 4, 6]
+
+
+def _results(n: int, gap: float, final_gap: float, seed: int = 0) -> pd.DataFrame:
+    """results.csv rows of two models: learning curves (steps 0-400, 100 per epoch)
+    where 'b' is ahead by ``gap``, and final test accuracies ``final_gap`` apart."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, shift, end in (("a", 0.0, 0.0), ("b", gap, final_gap)):
+        for run in range(n):
+            for step in range(0, 401, 50):
+                value = min(0.999, 0.5 + step / 400 * 0.49 + shift * (step < 200)
+                            + rng.normal(0, 0.002))
+                rows.append({"model": model, "run": run, "seed": run + 1,
+                             "metric": "step_test_acc", "value": value,
+                             "epoch": step / 100, "step": step})
+            rows.append({"model": model, "run": run, "seed": run + 1, "metric": "test_acc",
+                         "value": 0.98 + end + rng.normal(0, 0.001), "epoch": 4,
+                         "step": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_a_look_decides_clear_parts_and_stops():
+    design = Design(4, 12, 4)
+    settings = verdict.Settings(margin_pp=0.1)
+    made = look(design, _results(4, 0.05, 0.02), settings, 4, [])
+    decisions = {p["kind"]: p["decision"] for p in made["parts"]}
+    assert decisions == {"convergence": "faster", "final accuracy": "different"}
+    assert made["next"] is None and made["why"] == "every part of the claim is decided"
+
+
+def test_an_undecided_part_asks_for_the_next_look_and_a_decided_one_stays():
+    design = Design(4, 12, 4)
+    settings = verdict.Settings(margin_pp=0.1)
+    first = look(design, _results(4, 0.05, 0.0005), settings, 4, [])
+    decisions = {p["kind"]: p["decision"] for p in first["parts"]}
+    assert decisions["convergence"] == "faster" and first["next"] == 8
+    assert decisions["final accuracy"] == "undecided"
+    # at the next look, whatever the convergence data say, the part stays decided
+    second = look(design, _results(8, 0.0, 0.0, seed=1), settings, 8, [first])
+    kept = next(p for p in second["parts"] if p["kind"] == "convergence")
+    assert kept == first["parts"][0] and kept["decided_at"] == 4
+
+
+def test_curves_too_short_for_every_statistic_are_untestable_not_waited_for():
+    results = _results(4, 0.05, 0.02)
+    results = results[(results["step"].isna()) | (results["step"] == 0)]
+    made = look(Design(4, 12, 4), results, verdict.Settings(margin_pp=0.1), 4, [])
+    decisions = {p["kind"]: p["decision"] for p in made["parts"]}
+    assert decisions == {"convergence": "untestable", "final accuracy": "different"}
+    assert made["next"] is None

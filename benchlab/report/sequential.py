@@ -53,6 +53,9 @@ def _part(part: dict, last: dict) -> str:
                        f"Welch p = {fmt_p(part['welch_p'] or float('nan'))} against the "
                        f"two-sided level {fmt_p(part['level_two_sided'])} "
                        f"(|z| ≥ {part['z_two_sided']:.2f})")
+    if part["decision"] == "untestable":
+        return text + (": every statistic is undefined for these runs (learning curves too "
+                       "short for it), which more runs would not change")
     ps = ", ".join(f"{s['statistic']} p = {fmt_p(s['p'] if s['p'] is not None else float('nan'))}"
                    for s in part["statistics"])
     return text + f"; {ps}; Holm level {fmt_p(part['level'])} (|z| ≥ {part['z']:.2f})"
