@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchlab import runner, verdict
 from benchlab.cache import ModelCache
@@ -130,3 +131,27 @@ def test_curves_too_short_for_every_statistic_are_untestable_not_waited_for():
     decisions = {p["kind"]: p["decision"] for p in made["parts"]}
     assert decisions == {"convergence": "untestable", "final accuracy": "different"}
     assert made["next"] is None
+
+
+@pytest.mark.slow
+def test_a_sequential_run_on_dask_submits_the_next_looks_runs(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from benchlab.executors.dask import DaskExecutor
+    from benchlab.plugins import default_registry
+    from benchlab.suite import load_suite
+
+    suite = load_suite("suites/bn_vs_plain.yaml", default_registry(), [
+        "dataset.train_size=256", "dataset.test_size=100", "train.epochs=1",
+        "train.eval_every=null", "train.runs={min: 2, max: 4, step: 2}",
+        "report.equivalence_margin=0.001"])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=50) as cluster:
+        outcome = runner.run_suite(
+            suite, default_registry(), tmp_path / "run", device="cpu",
+            cache=ModelCache(tmp_path / "cache"), log=lambda s: None,
+            executor=DaskExecutor.factory("cpu", scheduler=cluster.scheduler_address))
+    assert not outcome.failed and len(outcome.ran) == 8
+    looks = json.loads((tmp_path / "run" / LOOKS_FILE).read_text())["looks"]
+    assert [x["planned"] for x in looks] == [2, 4]
+    workers = {w.split(" ")[0] for w in pd.read_csv(tmp_path / "run" / "jobs.csv")["where"]}
+    assert all(w.startswith("tcp://") for w in workers)
