@@ -70,8 +70,12 @@ def _cost(out: Path, design: dict, looks: list[dict]) -> str:
     jobs_csv = out / "jobs.csv"
     if jobs_csv.exists():
         jobs = pd.read_csv(jobs_csv)
-        train = jobs[(jobs["kind"] == "train") & (jobs["status"] == "ok")]
-        if not train.empty:
+        # a model served from the model cache took no training time: not a measurement
+        train = jobs[(jobs["kind"] == "train") & (jobs["status"] == "ok")
+                     & (jobs["seconds"] > 0)]
+        if train.empty:
+            text += " (no train job timed here: the models came from the model cache)"
+        else:
             each = float(train["seconds"].mean())
             text += (f" (at the mean train job's {each:.0f} s: {each * trained / 3600:.2f} h "
                      f"here against {each * fixed / 3600:.2f} h)")
