@@ -44,7 +44,7 @@ def environment(device: torch.device | str, suite: Suite, registry: Registry
         "cpu_threads": torch.get_num_threads(),
         "gpu": gpu,
         "git_commit": _git_commit(),
-        "seeds": [suite.train.seed + r for r in range(suite.train.runs)],
+        "seeds": [suite.train.seed + r for r in range(suite.train.max_runs)],
         "plugins": {name: f"{p.distribution} {p.version}"
                     + (f" (adapts {', '.join(p.libraries)})" if p.libraries else "")
                     for name, p in registry.plugins.items()},

@@ -125,17 +125,18 @@ def _spec(ref) -> ComponentSpec:
     return ComponentSpec(ref.key, ref.name, ref.params.model_dump(mode="json"))
 
 
-def expand(suite: Suite) -> list[Job]:
-    """All jobs of a suite, each after the jobs it depends on."""
+def expand(suite: Suite, runs: int | None = None) -> list[Job]:
+    """All jobs of a suite, each after the jobs it depends on: ``runs`` runs per model
+    (default: ``train.runs``, or a range's ``min``, the runs before its first look)."""
+    runs = suite.train.first_runs if runs is None else runs
     dataset = DatasetSpec(**suite.dataset.model_dump(mode="json"))
     train = TrainSpec(**suite.train.model_dump(mode="json", exclude={"runs", "seed"}))
     evaluate = EvalSpec(**suite.evaluate.model_dump(mode="json"))
-    evaluated_runs = suite.train.runs if suite.evaluate.runs is None \
-        else min(suite.evaluate.runs, suite.train.runs)
+    evaluated_runs = runs if suite.evaluate.runs is None else min(suite.evaluate.runs, runs)
     jobs: list[Job] = []
     for ref in suite.models:
         model = _spec(ref)
-        for run in range(suite.train.runs):
+        for run in range(runs):
             seed = suite.train.seed + run
             common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed)
             train_id = f"train-{model.key}-r{run:02d}"

@@ -31,6 +31,12 @@ class Progress:
         self.bar.total = sum(j.train.epochs if j.kind == "train" else 1 for j in jobs)
         self.bar.refresh()
 
+    def more(self, jobs: Iterable[Job]) -> None:
+        """Jobs added while the run is under way (the next look's runs)."""
+        self.bar.total = (self.bar.total or 0) + sum(
+            j.train.epochs if j.kind == "train" else 1 for j in jobs)
+        self.bar.refresh()
+
     def advance(self, steps: int = 1) -> None:
         self.bar.update(steps)
 

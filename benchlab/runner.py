@@ -8,6 +8,9 @@
 3. **loop**: serve trained models from the model cache, submit every job that is
    ready to the executor (several seeds of one configuration train together when
    the executor says that pays off), and store what each finished task gives back;
+   a suite whose ``train.runs`` is a range then makes a **look**
+   (:mod:`benchlab.looks`, kept in ``looks.json``) and, while the claim is
+   undecided, adds the next look's runs and loops again;
 4. **store** the consolidated tables (``results.csv``, ``jobs.csv``), also when the
    loop is interrupted.
 
@@ -43,11 +46,12 @@ from benchlab.executors import Done, Executor, Task
 from benchlab.files import atomic_write_text
 from benchlab.identity import expected_state, model_identity, model_key
 from benchlab.jobs import Job, expand
+from benchlab.looks import design_of, look, read_looks, settings_of, write_looks
 from benchlab.plugins import Registry
 from benchlab.progress import Progress, describe_where
 from benchlab.runlog import run_log
 from benchlab.scheduler import Ready, Scheduler
-from benchlab.store import JobRecord, RunStore
+from benchlab.store import JobRecord, RunStore, read_results
 from benchlab.suite import Suite
 
 __all__ = ["Outcome", "default_output_dir", "resolve_device", "run_suite"]
@@ -150,6 +154,9 @@ class _Run:
         self.checkpoints = Checkpoints(store.root)
         self.checkpoint, self.checkpoint_every = True, None
         self._keys: dict[str, str] = {}  # train job id -> model key
+        self.design = design_of(suite)  # None: a fixed number of runs
+        self.looks: list[dict[str, Any]] = []
+        self.planned: int | None = None  # runs per model of the coming look
 
     # -- 1. prepare -----------------------------------------------------------
     def prepare(self, device: torch.device | str, resume: bool) -> None:
@@ -165,7 +172,8 @@ class _Run:
 
     # -- 2. plan --------------------------------------------------------------
     def plan(self, resume: bool) -> None:
-        self.jobs = expand(self.suite)
+        self._plan_looks(resume)
+        self.jobs = expand(self.suite, self.planned)
         if resume:
             done, damaged = self.store.verified()
             for job_id, problem in damaged.items():
@@ -173,7 +181,7 @@ class _Run:
                 self.store.forget(job_id)
             self.done = self._with_models(done)
         else:
-            for job in self.jobs:
+            for job in expand(self.suite, self.suite.train.max_runs):
                 self.store.forget(job.id)
         # results.csv and jobs.csv restart from the finished jobs; each job then adds its lines
         self.store.write_results([job.id for job in self.jobs], jobs=self.done)
@@ -185,6 +193,19 @@ class _Run:
         for job_id in self.checkpoints.jobs():
             if job_id not in self.scheduler.jobs or job_id in self.done:
                 self.checkpoints.remove(job_id)  # of a job finished, or no longer in the suite
+
+    def _plan_looks(self, resume: bool) -> None:
+        """The runs per model to train now: a range's ``min``, or on ``--resume`` those
+        of the look the recorded looks asked for (those looks are kept)."""
+        if self.design is None:
+            return
+        self.looks = read_looks(self.store.root) if resume else []
+        self.planned = self.design.min_runs
+        if self.looks:
+            last = self.looks[-1]
+            self.planned = last["next"] or last["planned"]
+        self.looks = [x for x in self.looks if x["planned"] < self.planned]
+        write_looks(self.store.root, self.design, self.looks)
 
     def _with_models(self, done: set[str]) -> set[str]:
         """``done`` less the finished train jobs whose model left the cache (or was damaged)
@@ -201,13 +222,42 @@ class _Run:
 
     # -- 3. loop --------------------------------------------------------------
     def loop(self) -> None:
+        while True:
+            self._drain()
+            if self.design is None or self.planned is None or not self._look():
+                return
+
+    def _look(self) -> bool:
+        """Test the claim with the runs so far; True when it adds the next look's runs."""
+        assert self.design is not None and self.planned is not None
+        self.store.write_results(self.scheduler.order)
+        made = look(self.design, read_results(self.store.root), settings_of(self.suite),
+                    self.planned, self.looks)
+        self.looks.append(made)
+        write_looks(self.store.root, self.design, self.looks)
+        decided = "; ".join(f"{p['part']}: {p['decision']}" for p in made["parts"])
+        self.log(f"look {made['look']} at {self.planned} runs per model: "
+                 f"{decided or 'nothing to test'}")
+        if made["next"] is None:
+            self.log(f"stopping: {made['why']}")
+            return False
+        self.log(f"adding runs {self.planned}-{made['next'] - 1} of each model "
+                 f"({made['why']})")
+        self.planned = made["next"]
+        self.jobs = expand(self.suite, self.planned)
+        self.progress.more(self.scheduler.extend(self.jobs))
+        return True
+
+    def _drain(self) -> None:
+        before = len(self.reused)
         for pack in self.scheduler.training_packs(self.ex.pack_size):
             todo = [job for job in pack if not self._from_cache(job)]
             if todo:
                 self._submit_training(tuple(todo))
-        if self.reused:
-            shown = ", ".join(self.reused[:4]) + (", ..." if len(self.reused) > 4 else "")
-            self.log(f"reused {len(self.reused)} trained model(s) from the model cache "
+        if len(self.reused) > before:
+            reused = self.reused[before:]
+            shown = ", ".join(reused[:4]) + (", ..." if len(reused) > 4 else "")
+            self.log(f"reused {len(reused)} trained model(s) from the model cache "
                      f"{self.cache.root} instead of training them ({shown})")
         self._submit_ready()
         while self.ex.pending():

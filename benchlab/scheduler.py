@@ -30,24 +30,36 @@ class Scheduler:
     """The state of one run's jobs: finished, waiting, and who still reads what."""
 
     def __init__(self, jobs: Iterable[Job], done: Iterable[str]):
-        jobs = list(jobs)
-        self.jobs = {job.id: job for job in jobs}
-        self.order = [job.id for job in jobs]
-        self.rank = {job_id: i for i, job_id in enumerate(self.order)}
+        self.jobs: dict[str, Job] = {}
+        self.order: list[str] = []
+        self.rank: dict[str, int] = {}
         self.resolved: dict[str, bool] = {job_id: True for job_id in done}  # id -> ok
-        self._waiting = [job for job in jobs
-                         if job.id not in self.resolved and job.kind != "train"]
+        self._waiting: list[Job] = []
         # how many not yet finished jobs read each job's product
         self._readers: dict[str, int] = {}
-        for job in self._waiting:
-            for dep in job.deps:
-                self._readers[dep] = self._readers.get(dep, 0) + 1
         # attack job id -> how many of its adversarial images explain jobs will read
         self.keep: dict[str, int] = {}
-        for job in jobs:
+        self.extend(jobs)
+
+    def extend(self, jobs: Iterable[Job]) -> list[Job]:
+        """Take ``jobs`` as the run's jobs, in their order: those not known yet are added
+        (more runs, after a look of a sequential run); returns the added ones."""
+        jobs = list(jobs)
+        added = [job for job in jobs if job.id not in self.jobs]
+        self.jobs.update((job.id, job) for job in added)
+        self.order = [job.id for job in jobs] + [i for i in self.order
+                                                 if i not in {j.id for j in jobs}]
+        self.rank = {job_id: i for i, job_id in enumerate(self.order)}
+        waiting = [job for job in added if job.id not in self.resolved and job.kind != "train"]
+        self._waiting += waiting
+        for job in waiting:
+            for dep in job.deps:
+                self._readers[dep] = self._readers.get(dep, 0) + 1
+        for job in added:
             if job.kind == "explain" and job.attack_job is not None:
                 self.keep[job.attack_job] = max(self.keep.get(job.attack_job, 0),
                                                 job.evaluation.explain_size)
+        return added
 
     def training_packs(self, pack_size: Callable[[Job], int]) -> Iterator[list[Job]]:
         """The train jobs still to run, in packs of one configuration (:meth:`Job.pack_key`)

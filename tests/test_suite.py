@@ -272,3 +272,27 @@ def test_target_class_is_checked_against_the_dataset(capsys):
 def test_a_nan_component_parameter_is_refused(tmp_path, toy_registry):
     problems, _ = _problems(tmp_path, toy_registry, GOOD.replace("name: noise", "name: noise\n    scale: .nan"))
     assert len(problems) == 1 and "attacks.0.scale: expected a finite number, got nan" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        ("{min: 1, max: 12, step: 4}", "--set train.runs.min: expected a value >= 2, got 1"),
+        ("{min: 4, max: 3, step: 1}", "--set train.runs.max: expected max >= min (4), got 3"),
+        ("{min: 4, max: 12, step: 0}", "--set train.runs.step: expected a value >= 1, got 0"),
+        ("{min: 4, max: 12}", "--set train.runs.step: required key is missing"),
+        ("{min: 4, max: 12, step: 4, by: 1}", "--set train.runs.by: unknown key 'by'"),
+        ("0", "--set train.runs: expected a value > 0, got 0"),
+    ],
+)
+def test_a_range_of_runs_is_checked_with_one_line(tmp_path, toy_registry, runs, expected):
+    problems, _ = _problems(tmp_path, toy_registry, GOOD, [f"train.runs={runs}"])
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_a_range_of_runs_is_read(tmp_path, toy_registry):
+    path = _write(tmp_path, GOOD)
+    suite = load_suite(path, toy_registry, ["train.runs={min: 4, max: 12, step: 4}"])
+    assert (suite.train.first_runs, suite.train.max_runs) == (4, 12)
+    assert suite.train.runs.spending == "obrien-fleming"
+    assert load_suite(path, toy_registry, ["train.runs=3"]).train.runs == 3

@@ -16,6 +16,7 @@ from benchlab.report.explanation_grids import section as grids_section
 from benchlab.report.failures import section as failures_section
 from benchlab.report.loading import load_run, ordered
 from benchlab.report.robustness import section as robustness_section
+from benchlab.report.sequential import lines as sequential_lines
 
 __all__ = ["render"]
 
@@ -29,7 +30,7 @@ def render(out: Path) -> Path:
         md += [run.description.strip(), ""]
     claims, training_md = training_section(results, out, run.thresholds, run.settings,
                                            run.curve_images, run.epoch_images)
-    md += _verdict(claims, run.alpha)
+    md += _verdict([*sequential_lines(out), *claims], run.alpha)
     md += failures_section(out)
     md += training_md
     md += robustness_section(results, out)

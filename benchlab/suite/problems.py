@@ -68,7 +68,8 @@ def explain(err: dict[str, Any], model: type[BaseModel],
     ``extra_known`` are keys accepted besides ``model``'s own (a component's
     parameters sit next to ``name`` and ``label``).
     """
-    loc = tuple(err.get("loc", ()))
+    # the tag of a union's branch ("<range>") is no key of the suite
+    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p[:1] == "<"))
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":

@@ -16,8 +16,10 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -112,8 +114,35 @@ SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("attacks", "attack", AttackRef), ("explainers", "explainer", ExplainerRef))
 
 
+class RunsRange(_Strict):
+    """``train.runs`` as a range: a sequential design (benchlab/sequential.py) trains
+    ``min`` runs per model, then ``step`` more at a time, until every part of the claim
+    is decided or ``max`` runs are reached."""
+
+    min: Annotated[int, Field(ge=2, le=1000)]
+    max: Annotated[int, Field(ge=2, le=1000)]
+    step: Annotated[int, Field(ge=1, le=1000)]
+    spending: Literal["obrien-fleming", "pocock"] = "obrien-fleming"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RunsRange:
+        if self.max < self.min:
+            raise LocatedError(("max",), f"expected max >= min ({self.min}), got {self.max}")
+        return self
+
+
+def _runs_kind(value: Any) -> str:
+    """Which form of ``train.runs`` a value is (a mapping: a range), so that a problem
+    is worded for that form alone."""
+    return "<range>" if isinstance(value, dict | RunsRange) else "<count>"
+
+
 class TrainSection(_Strict):
-    runs: Annotated[int, Field(gt=0, le=1000)] = 1
+    # an int: that many runs per model; a range: as many as the claim needs
+    runs: Annotated[
+        Annotated[Annotated[int, Field(gt=0, le=1000)], Tag("<count>")]
+        | Annotated[RunsRange, Tag("<range>")],
+        Discriminator(_runs_kind)] = 1
     epochs: Annotated[int, Field(gt=0, le=1000)] = 14
     batch_size: Annotated[int, Field(gt=0)] = 64
     lr: Annotated[float, Field(gt=0)] = 0.01
@@ -127,11 +156,21 @@ class TrainSection(_Strict):
     eval_every: Annotated[int, Field(gt=0)] | None = None
     eval_size: Annotated[int, Field(gt=0)] | None = 1000
 
+    @property
+    def max_runs(self) -> int:
+        """The most runs per model this suite can train."""
+        return self.runs if isinstance(self.runs, int) else self.runs.max
+
+    @property
+    def first_runs(self) -> int:
+        """The runs per model trained before the first look (all of them for an int)."""
+        return self.runs if isinstance(self.runs, int) else self.runs.min
+
     @model_validator(mode="after")
     def _seeds_fit(self) -> TrainSection:
-        if self.seed + self.runs - 1 > MAX_SEED:
-            raise LocatedError(("seed",), f"with {self.runs} runs the last seed would be "
-                               f"{self.seed + self.runs - 1}; expected seed + runs - 1 <= "
+        if self.seed + self.max_runs - 1 > MAX_SEED:
+            raise LocatedError(("seed",), f"with {self.max_runs} runs the last seed would be "
+                               f"{self.seed + self.max_runs - 1}; expected seed + runs - 1 <= "
                                f"{MAX_SEED}")
         return self
 
