@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="run the conformance checks on a registered component")
     p.add_argument("name")
-    p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer"])
+    p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer", "procedure"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_check)
 

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from benchlab.messages import NORM_LABELS
 
-KINDS = ("dataset", "model", "attack", "explainer")
-Kind = Literal["dataset", "model", "attack", "explainer"]
+KINDS = ("dataset", "model", "attack", "explainer", "procedure")
+Kind = Literal["dataset", "model", "attack", "explainer", "procedure"]
 Split = Literal["train", "test"]
 Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
@@ -110,6 +110,10 @@ class Dataset(Protocol):
 ModelBuilder = Callable[[DatasetInfo, Any], torch.nn.Module]
 Attack = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Sequence[float], Any], torch.Tensor]
 Explainer = Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]
+#: ``procedure(model, images, labels, generator, params) -> (loss, logits)``: the loss of
+#: one optimisation step, and the logits of the batch it was computed on
+Procedure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, Any],
+                     tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,17 @@ def register_explainers(register):
 
     ``explain(model, images, params) -> Tensor`` of shape (N, H, W) in [0, 1].
     """
+
+
+@hookspec
+def register_procedures(register):
+    """Register training procedures: ``register(name, procedure, params=Params)``.
+
+    ``procedure(model, images, labels, generator, params) -> (loss, logits)``: the
+    loss of one optimisation step on a batch of images in [0, 1] (float) and their
+    labels, and the logits of the batch the loss was computed on (for the training
+    accuracy). ``generator`` is the run's seeded generator, on the model's device:
+    every random draw of the procedure comes from it. The trainer calls the
+    procedure under the run's autocast, then backpropagates the loss and steps the
+    optimiser; the procedure must not touch the optimiser.
+    """

@@ -31,6 +31,7 @@ from benchlab.components import Component
 from benchlab.execute.workspace import build_model
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
+from benchlab.suite.schema import DEFAULT_PROCEDURE
 from benchlab.training import THREADS_PER_RUN
 
 __all__ = ["TRAINING_CODE", "code_closure", "expected_state", "imported_modules",
@@ -47,6 +48,10 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     version, the kind of device and, on a CPU, the intra-op threads a run computes
     with (fixed, so that where and beside what a run was scheduled does not matter).
 
+    A training procedure other than the standard step adds its name, parameters and
+    the code of its module (:func:`weights_code`); the standard step, named or not,
+    leaves the key material as it was before procedures existed.
+
     The learning-curve keys do not change the weights, but a cache entry holds the
     curve it was trained with, so they count when a curve is recorded; without one
     they are left out and keys stay those of suites that predate them.
@@ -59,9 +64,16 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
         compute["threads_per_run"] = THREADS_PER_RUN
     model = registry.get("model", job.model.name)
     dataset = registry.get("dataset", job.dataset.name)
-    return {"model": job.model.name, "params": job.model.params,
-            "dataset": asdict(job.dataset), "train": train, "seed": job.seed,
-            "code": weights_code(model, dataset), "compute": compute}
+    procedure = job.procedure
+    if procedure is not None and procedure.name == DEFAULT_PROCEDURE and not procedure.params:
+        procedure = None  # the step a suite without a procedure trains with: today's key
+    component = registry.get("procedure", procedure.name) if procedure is not None else None
+    identity = {"model": job.model.name, "params": job.model.params,
+                "dataset": asdict(job.dataset), "train": train, "seed": job.seed,
+                "code": weights_code(model, dataset, component), "compute": compute}
+    if procedure is not None:
+        identity["procedure"] = {"name": procedure.name, "params": procedure.params}
+    return identity
 
 
 def model_key(identity: dict[str, Any]) -> str:
@@ -79,11 +91,14 @@ def expected_state(job: Job, registry: Registry) -> dict[str, torch.Tensor]:
         return build_model(job, registry).state_dict()
 
 
-def weights_code(model: Component, dataset: Component | None = None) -> dict[str, Any]:
-    """The code a trained ``model`` (on ``dataset``) depends on: versions and one digest."""
+def weights_code(model: Component, dataset: Component | None = None,
+                 procedure: Component | None = None) -> dict[str, Any]:
+    """The code a trained ``model`` (on ``dataset``, trained with ``procedure``) depends
+    on: versions and one digest."""
     roots = [*TRAINING_CODE, _module_of(model.obj)]
-    if dataset is not None:
-        roots.append(_module_of(dataset.obj))
+    for component in (dataset, procedure):
+        if component is not None:
+            roots.append(_module_of(component.obj))
     packages = {"benchlab", *(r.partition(".")[0] for r in roots)}
     files = code_closure(tuple(r for r in roots if r), frozenset(packages))
     digest = hashlib.sha256()

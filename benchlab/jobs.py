@@ -14,6 +14,7 @@ Three kinds, run in this order:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -86,6 +87,8 @@ class Job:
     # explain jobs) and the attack job whose images it explains (explain jobs)
     train_job: str | None = None
     attack_job: str | None = None
+    # the training procedure the suite names (None: none named, the standard step)
+    procedure: ComponentSpec | None = None
 
     @property
     def deps(self) -> tuple[str, ...]:
@@ -98,7 +101,7 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
-        for key in ("model", "attack", "explainer"):
+        for key in ("model", "attack", "explainer", "procedure"):
             if data.get(key) is not None:
                 data[key] = ComponentSpec(**data[key])
         data["eps"] = tuple(data.get("eps", ()))
@@ -111,7 +114,10 @@ class Job:
     def pack_key(self) -> tuple[Any, ...]:
         """Jobs with equal pack keys may be trained together: the same data and training
         configuration; their models and seeds may differ (each run computes alone)."""
-        return (self.kind, self.dataset, self.train)
+        if self.procedure is None:
+            return (self.kind, self.dataset, self.train)
+        return (self.kind, self.dataset, self.train, self.procedure.name,
+                json.dumps(self.procedure.params, sort_keys=True))
 
     @property
     def evaluation(self) -> EvalSpec:
@@ -130,7 +136,9 @@ def expand(suite: Suite, runs: int | None = None) -> list[Job]:
     (default: ``train.runs``, or a range's ``min``, the runs before its first look)."""
     runs = suite.train.first_runs if runs is None else runs
     dataset = DatasetSpec(**suite.dataset.model_dump(mode="json"))
-    train = TrainSpec(**suite.train.model_dump(mode="json", exclude={"runs", "seed"}))
+    train = TrainSpec(**suite.train.model_dump(mode="json",
+                                               exclude={"runs", "seed", "procedure"}))
+    procedure = _spec(suite.train.procedure) if suite.train.procedure is not None else None
     evaluate = EvalSpec(**suite.evaluate.model_dump(mode="json"))
     evaluated_runs = runs if suite.evaluate.runs is None else min(suite.evaluate.runs, runs)
     jobs: list[Job] = []
@@ -138,7 +146,8 @@ def expand(suite: Suite, runs: int | None = None) -> list[Job]:
         model = _spec(ref)
         for run in range(runs):
             seed = suite.train.seed + run
-            common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed)
+            common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed,
+                          procedure=procedure)
             train_id = f"train-{model.key}-r{run:02d}"
             jobs.append(Job(id=train_id, kind="train", **common))
             if run >= evaluated_runs:

@@ -37,6 +37,11 @@ def _is_names(value: Any) -> bool:
             all(isinstance(v, str) and v for v in value))
 
 
+def _is_passes(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 1) \
+        or callable(value)
+
+
 def _is_threat(value: Any) -> bool:
     return isinstance(value, ThreatModel) or callable(value)
 
@@ -73,6 +78,13 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
                 "the layers the explainer can be computed at"),
         Keyword("explained_layer", "a function (model, params) -> layer name", callable,
                 "the layer the given parameters explain"),
+    )},
+    "procedure": {k.name: k for k in (
+        _LIBRARY,
+        Keyword("perturb", "a function (model, images, labels, generator, params) -> images",
+                callable, "the inputs an adversarial procedure trains on (the kit's ε check)"),
+        Keyword("passes", "an integer >= 1 or a function (params) -> int", _is_passes,
+                "forward and backward passes per optimisation step (its cost)"),
     )},
 }
 

@@ -14,9 +14,11 @@ work in pixel space.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_serializer
 from torch import nn
 
 import benchlab
@@ -30,6 +32,43 @@ class CNNParams(benchlab.Params):
     dropout2: float = Field(0.5, ge=0.0, lt=1.0, description="after fc1")
 
 
+class CNNBNParams(CNNParams):
+    """``cnn_bn``'s parameters: the dropout rates, and what BatchNorm normalises with
+    outside training.
+
+    ``bn_eval: running`` (the default): the running estimates gathered in training,
+    as BatchNorm does. ``batch``: the mean and variance of the batch being evaluated,
+    in every evaluation and every attack alike (the RobustNorm ablation of Awais et
+    al. 2020), without updating the running estimates. This changes the model: a
+    prediction then depends on the other images of its batch (benchmarks evaluate
+    and attack in batches of ``evaluate.batch_size``). Training, and so the
+    weights, are the same either way.
+    """
+
+    bn_eval: Literal["running", "batch"] = Field(
+        "running", description="what BatchNorm normalises with in eval mode")
+
+    @model_serializer(mode="wrap")
+    def _default_left_out(self, handler):
+        # a suite that does not choose keeps the parameters, and so the model
+        # cache key, of the cnn_bn that predates the choice
+        data = handler(self)
+        if isinstance(data, dict) and data.get("bn_eval") == "running":
+            data.pop("bn_eval")
+        return data
+
+
+class BatchStatisticsNorm(nn.BatchNorm2d):
+    """BatchNorm that normalises with the batch's own statistics in eval mode too,
+    leaving its running estimates as training left them (same parameters and buffers
+    as :class:`torch.nn.BatchNorm2d`, and the same computation in train mode)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
 class CNN(nn.Module):
     """Two 3x3 convolutions, a max-pool and two fully connected layers.
 
@@ -41,6 +80,8 @@ class CNN(nn.Module):
                  batch_norm: bool = False) -> None:
         super().__init__()
         params = params or CNNParams()
+        norm = BatchStatisticsNorm if getattr(params, "bn_eval", "running") == "batch" \
+            else nn.BatchNorm2d
         channels, height, width = info.shape
         if len(info.mean) != channels or len(info.std) != channels:
             raise ValueError(f"mean/std need one value per channel ({channels})")
@@ -54,11 +95,11 @@ class CNN(nn.Module):
         self.batch_norm = batch_norm
         self.conv1 = nn.Conv2d(channels, 32, 3)
         if batch_norm:
-            self.bn1 = nn.BatchNorm2d(32)
+            self.bn1 = norm(32)
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(32, 64, 3)
         if batch_norm:
-            self.bn2 = nn.BatchNorm2d(64)
+            self.bn2 = norm(64)
         self.relu2 = nn.ReLU()
         self.dropout1 = nn.Dropout(params.dropout1)
         self.fc1 = nn.Linear(64 * ((height - 4) // 2) * ((width - 4) // 2), 128)
@@ -121,8 +162,9 @@ def build_cnn(info: DatasetInfo, params: CNNParams) -> CNN:
     return CNN(info, params, batch_norm=False)
 
 
-def build_cnn_bn(info: DatasetInfo, params: CNNParams) -> CNN:
-    """The CNN with BatchNorm after each convolution."""
+def build_cnn_bn(info: DatasetInfo, params: CNNBNParams) -> CNN:
+    """The CNN with BatchNorm after each convolution (normalising with ``params.bn_eval``
+    outside training)."""
     return CNN(info, params, batch_norm=True)
 
 
@@ -130,5 +172,5 @@ def build_cnn_bn(info: DatasetInfo, params: CNNParams) -> CNN:
 def register_models(register):
     register("cnn", build_cnn, params=CNNParams,
              description="2 conv + 2 fc layers with dropout (the original MNIST CNN)")
-    register("cnn_bn", build_cnn_bn, params=CNNParams,
+    register("cnn_bn", build_cnn_bn, params=CNNBNParams,
              description="the same CNN with BatchNorm after each convolution")

@@ -39,7 +39,8 @@ from benchlab.testing import check_attack, check_dataset, check_explainer, check
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plugins.md"
 EXAMPLE = ROOT / "examples" / "benchlab-pgd"
-HOOKS = ("register_datasets", "register_models", "register_attacks", "register_explainers")
+HOOKS = ("register_datasets", "register_models", "register_attacks", "register_explainers",
+         "register_procedures")
 
 _FENCE = re.compile(r'^```(?P<lang>[\w-]*)(?:\s+title="(?P<title>[^"]+)")?\s*$')
 

@@ -41,7 +41,9 @@ def test_both_models_are_registered_by_the_plugin():
                               entry_points=False)
     assert registry.names("model") == ["cnn", "cnn_bn"]
     component = registry.get("model", "cnn_bn")
-    assert component.params is CNNParams
+    # cnn_bn adds bn_eval (what BatchNorm normalises with in eval mode) to cnn's dropouts
+    assert issubclass(component.params, CNNParams) and "bn_eval" in component.params.model_fields
+    assert registry.get("model", "cnn").params is CNNParams
     model = component.obj(MNIST, component.validate_params({}))
     assert isinstance(model.bn2, nn.BatchNorm2d)
 

@@ -181,6 +181,10 @@ BUILT_IN = [
     ("model", "cnn_bn", None),
     ("dataset", "mnist", None),
     ("dataset", "fashion-mnist", None),
+    ("procedure", "standard", None),
+    ("procedure", "fgsm_at", None),
+    ("procedure", "pgd_at", {"steps": 3}),  # 40 steps only cost time here
+    ("procedure", "trades", {"steps": 3}),
 ]
 
 
@@ -746,3 +750,64 @@ def test_invalid_params_leave_the_check_in_to_report_them():
     results = {r.name: r for r in run_checks(needy)}
     assert results["batch_halves"].failed
     assert "no default for step" in results["batch_halves"].message
+
+
+# -- broken training procedures ------------------------------------------------------
+
+class BallParams(benchlab.Params):
+    eps: float = 0.1
+
+
+def _crafted_loss(perturb):
+    def procedure(model, images, labels, generator, params):
+        logits = model(perturb(model, images, labels, generator, params))
+        return F.cross_entropy(logits, labels), logits
+
+    return procedure
+
+
+def good_perturb(model, images, labels, generator, params):
+    noise = torch.empty_like(images).uniform_(-params.eps, params.eps, generator=generator)
+    return (images + noise).clamp(0, 1)
+
+
+def beyond_the_ball(model, images, labels, generator, params):
+    return (images + 2 * params.eps).clamp(0, 1)
+
+
+def global_noise(model, images, labels, generator, params):
+    return (images + params.eps * torch.rand_like(images).sign()).clamp(0, 1)
+
+
+def updates_statistics(model, images, labels, generator, params):
+    model(images)  # a crafting pass in train mode that updates BatchNorm's estimates
+    return good_perturb(model, images, labels, generator, params)
+
+
+def leaves_a_grad(model, images, labels, generator, params):
+    F.cross_entropy(model(images), labels).backward()  # gradients on the parameters
+    return good_perturb(model, images, labels, generator, params)
+
+
+def test_a_good_procedure_passes_every_check():
+    good = component("procedure", "noisy", _crafted_loss(good_perturb), BallParams,
+                     perturb=good_perturb)
+    assert [(r.name, r.message) for r in run_checks(good) if r.failed] == []
+
+
+@pytest.mark.parametrize(("perturb", "expected"), [
+    (beyond_the_ball, {"eps_ball"}),
+    (global_noise, {"generator_only"}),
+    (updates_statistics, {"running_stats_kept"}),
+    (leaves_a_grad, {"no_grad_left"}),
+], ids=lambda v: case_id(v))
+def test_a_broken_procedure_fails_its_check(perturb, expected):
+    broken = component("procedure", perturb.__name__, _crafted_loss(perturb), BallParams,
+                       perturb=perturb)
+    assert expected <= failing(run_checks(broken))
+
+
+def test_a_procedure_without_crafted_inputs_skips_their_checks():
+    plain = component("procedure", "plain", lambda m, x, y, g, p: (
+        F.cross_entropy(m(x), y), m(x)))
+    assert skipped(run_checks(plain)) == {"eps_ball", "running_stats_kept"}

@@ -34,6 +34,20 @@ def train_config(job: Job) -> training.TrainConfig:
 
 
 
+def step_loss(job: Job, ws: Workspace) -> training.StepLoss | None:
+    """The loss of one optimisation step of a train job: its procedure with its
+    parameters, looked up by name (on a cluster worker too); None: the standard step."""
+    if job.procedure is None:
+        return None
+    component = ws.registry.get("procedure", job.procedure.name)
+    params = component.validate_params(job.procedure.params)
+    return functools.partial(_call_procedure, component.obj, params)
+
+
+def _call_procedure(procedure, params, model, images, labels, generator):
+    return procedure(model, images, labels, generator, params)
+
+
 def encode_checkpoint(state: training.checkpoint.State) -> bytes:
     """A run's checkpoint as bytes, to travel to the run directory."""
     buffer = io.BytesIO()
@@ -81,7 +95,8 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
                                       [job.seed for job in jobs], device=ws.device,
                                       on_epoch=tick, curve_split=curve,
                                       threads=training.THREADS_PER_RUN if ws.device.type == "cpu"
-                                      else None, checkpoints=checkpoints)
+                                      else None, checkpoints=checkpoints,
+                                      procedure=step_loss(first, ws))
     except Exception as exc:  # noqa: BLE001 - re-raised, attributed to the run's model
         culprit = jobs[getattr(exc, "benchlab_run", 0)]
         with blame("model", culprit.model.key, ws.model_component(culprit)):

@@ -108,6 +108,14 @@ class ExplainerRef(ComponentRef):
     test_size: Annotated[int, Field(gt=0)] | None = None
 
 
+class ProcedureRef(ComponentRef):
+    """``train.procedure``: how each optimisation step computes its loss."""
+
+
+#: the training procedure of a suite that names none: today's cross-entropy step
+DEFAULT_PROCEDURE = "standard"
+
+
 #: (section of the suite, kind of component in the registry, model of one entry)
 SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("dataset", "dataset", DatasetRef), ("models", "model", ModelRef),
@@ -155,6 +163,8 @@ class TrainSection(_Strict):
     # test images (null: the whole test split); eval_every null: off.
     eval_every: Annotated[int, Field(gt=0)] | None = None
     eval_size: Annotated[int, Field(gt=0)] | None = 1000
+    # the training procedure (a registered component; null: the standard step)
+    procedure: ProcedureRef | None = None
 
     @property
     def max_runs(self) -> int:
@@ -248,4 +258,7 @@ class Suite(_Strict):
             for entry, ref in zip(data[section], getattr(self, section)):
                 if ref._params is not None:
                     entry.update(ref._params.model_dump(mode="json"))
+        procedure = self.train.procedure
+        if procedure is not None and procedure._params is not None:
+            data["train"]["procedure"].update(procedure._params.model_dump(mode="json"))
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -22,7 +22,7 @@ from benchlab.messages import NORM_LABELS, describe, unknown_name
 from benchlab.plugins import Registry
 from benchlab.suite.problems import Problem, SuiteError, explain
 from benchlab.suite.reading import apply_overrides, overridden_paths, read_suite_file
-from benchlab.suite.schema import SECTIONS, Suite
+from benchlab.suite.schema import SECTIONS, ProcedureRef, Suite
 
 # where a check found a problem (a path into the suite's mapping), and what it is
 Finding = tuple[tuple[Any, ...], str]
@@ -64,6 +64,7 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
         findings += [explain(err, Suite) for err in exc.errors()]
     params: dict[tuple[str, int], Params] = {}
     findings += _check_components(data, registry, params)
+    procedure = _check_procedure(data, registry, findings)
     if not findings and suite is not None:
         findings += _check_eps(suite, data, params, registry)
     if not findings and suite is not None:
@@ -75,7 +76,33 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
     for section, _, _ in SECTIONS[1:]:
         for i, ref in enumerate(getattr(suite, section)):
             ref._params = params[(section, i)]
+    if suite.train.procedure is not None:
+        suite.train.procedure._params = procedure
     return suite
+
+
+def _check_procedure(data: dict[str, Any], registry: Registry,
+                     findings: list[Finding]) -> Params | None:
+    """``train.procedure``: a registered procedure with valid parameters; its parameters."""
+    train = data.get("train")
+    entry = train.get("procedure") if isinstance(train, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return None  # absent, or the structural pass has reported it
+    base = ("train", "procedure")
+    name = entry["name"]
+    if not registry.has("procedure", name):
+        findings.append(((*base, "name"), registry.missing_message("procedure", name)))
+        return None
+    component = registry.get("procedure", name)
+    raw = {k: v for k, v in entry.items() if k not in ProcedureRef.model_fields}
+    try:
+        return component.validate_params(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc, message = explain(err, component.params,
+                                   extra_known=list(ProcedureRef.model_fields))
+            findings.append(((*base, *loc), message))
+    return None
 
 
 def _check_components(data: dict[str, Any], registry: Registry,

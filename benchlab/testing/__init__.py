@@ -23,7 +23,8 @@ Which module owns what:
 - :mod:`~benchlab.testing.fixtures`: the kit's model and synthetic data;
 - :mod:`~benchlab.testing.expect`: the assertions the checks share;
 - :mod:`~benchlab.testing.attacks`, :mod:`~benchlab.testing.explainers`,
-  :mod:`~benchlab.testing.models`, :mod:`~benchlab.testing.datasets`: each kind's
+  :mod:`~benchlab.testing.models`, :mod:`~benchlab.testing.datasets`,
+  :mod:`~benchlab.testing.procedures`: each kind's
   checks and its ``check_<kind>`` entry point;
 - :mod:`~benchlab.testing.run`: :func:`run_checks` and :func:`parametrize_with_checks`.
 """
@@ -34,6 +35,7 @@ from benchlab.testing.explainers import check_explainer
 from benchlab.testing.fixtures import synthetic_batch, tiny_cnn
 from benchlab.testing.kit import Check, CheckFailure, CheckResult, resolve
 from benchlab.testing.models import check_model
+from benchlab.testing.procedures import check_procedure
 from benchlab.testing.run import parametrize_with_checks, run_checks
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "check_dataset",
     "check_explainer",
     "check_model",
+    "check_procedure",
     "parametrize_with_checks",
     "resolve",
     "run_checks",

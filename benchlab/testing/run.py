@@ -21,6 +21,7 @@ from benchlab.testing.datasets import CHECKS as DATASET_CHECKS
 from benchlab.testing.explainers import CHECKS as EXPLAINER_CHECKS
 from benchlab.testing.kit import CheckResult, CheckSpec, resolve_any, select_checks
 from benchlab.testing.models import CHECKS as MODEL_CHECKS
+from benchlab.testing.procedures import CHECKS as PROCEDURE_CHECKS
 
 if TYPE_CHECKING:
     import pytest
@@ -33,6 +34,7 @@ CHECKS_BY_KIND: dict[Kind, tuple[CheckSpec, ...]] = {
     "explainer": EXPLAINER_CHECKS,
     "model": MODEL_CHECKS,
     "dataset": DATASET_CHECKS,
+    "procedure": PROCEDURE_CHECKS,
 }
 
 #: check name -> why it is expected to fail; for several components, a function

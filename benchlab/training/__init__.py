@@ -49,7 +49,8 @@ from benchlab.training.config import (
     pack_size,
 )
 from benchlab.training.packs import train_runs
-from benchlab.training.run import evaluate
+from benchlab.training.run import StepLoss, cross_entropy, evaluate
 
 __all__ = ["THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch", "RunResult",
-           "StepRecord", "TrainConfig", "checkpoint", "evaluate", "pack_size", "train_runs"]
+           "StepLoss", "StepRecord", "TrainConfig", "checkpoint", "cross_entropy", "evaluate",
+           "pack_size", "train_runs"]

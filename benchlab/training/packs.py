@@ -17,7 +17,7 @@ from benchlab.components import DatasetSplit
 from benchlab.training.checkpoint import Checkpointing, State
 from benchlab.training.config import EpochRecord, OnEpoch, RunResult, TrainConfig, pack_size
 from benchlab.training.randomness import draws_from_global_rng
-from benchlab.training.run import Data, ignore, prepare, to_float, train_run
+from benchlab.training.run import Data, StepLoss, ignore, prepare, to_float, train_run
 
 
 def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]],
@@ -27,7 +27,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                *, pack: int | None = None,
                curve_split: DatasetSplit | None = None,
                threads: int | None = None,
-               checkpoints: Checkpointing | None = None) -> list[RunResult]:
+               checkpoints: Checkpointing | None = None,
+               procedure: StepLoss | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
@@ -51,6 +52,10 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     ``checkpoints`` hands out a checkpoint of each run as it trains and continues
     runs from given ones (:class:`~benchlab.training.checkpoint.Checkpointing`): a
     run continued from a checkpoint ends exactly as the uninterrupted run.
+
+    ``procedure(model, images, labels, generator) -> (loss, logits)`` computes the
+    loss of every step of every run (None: the plain cross-entropy step); each run
+    calls it with its own generator, so it must keep no state between calls.
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
@@ -91,10 +96,12 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
             emit = functools.partial(on_epoch or ignore, i)
             with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
                 results[i] = train_run(models[i], seeds[i], data, config, device, emit,
-                                       pack=1, **_resuming(checkpoints, i))
+                                       pack=1, procedure=procedure,
+                                       **_resuming(checkpoints, i))
         else:
             for i, result in _train_concurrently(models, seeds, data, config, device,
-                                                 on_epoch, threads, checkpoints).items():
+                                                 on_epoch, threads, checkpoints,
+                                                 procedure).items():
                 results[i] = result
     return [r for r in results if r is not None]
 
@@ -102,7 +109,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
 def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: Data,
                         config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None,
                         threads: int | None = None,
-                        checkpoints: Checkpointing | None = None) -> dict[int, RunResult]:
+                        checkpoints: Checkpointing | None = None,
+                        procedure: StepLoss | None = None) -> dict[int, RunResult]:
     """Train ``models`` (run index -> model) at the same time, one thread and core each.
 
     Worker threads hand their epoch records and checkpoints to this thread, which
@@ -122,7 +130,7 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                 resuming["save"] = lambda state: made.put((i, state))
             return train_run(models[i], seeds[i], data, config, device,
                              lambda record: made.put((i, record)), pack=len(models),
-                             cancel=cancel, **resuming)
+                             cancel=cancel, procedure=procedure, **resuming)
 
     def deliver() -> None:
         while not made.empty():

@@ -71,17 +71,34 @@ def ignore(*_: object) -> None:
     return None
 
 
+#: ``procedure(model, images, labels, generator) -> (loss, logits)``: one step's loss
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator],
+                    tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  generator: torch.Generator, params: object = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard step's loss: cross-entropy of the model's logits on the batch."""
+    del generator, params  # draws nothing
+    logits = model(images)
+    return F.cross_entropy(logits, labels), logits
+
+
 def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
               device: torch.device, emit: Callable[[EpochRecord], None], pack: int,
               cancel: threading.Event | None = None, *,
               resume: checkpoint.State | None = None,
               save: Callable[[checkpoint.State], None] | None = None,
-              every: int | None = None) -> RunResult:
+              every: int | None = None, procedure: StepLoss | None = None) -> RunResult:
     """Train one freshly built run for all epochs, with its own generator.
 
     ``resume``: a checkpoint of this run to continue from. ``save(state)`` is called
     with a checkpoint after every epoch but the last and, with ``every`` set, after
-    every ``every`` optimisation steps.
+    every ``every`` optimisation steps. ``procedure`` computes each step's loss
+    (default: :func:`cross_entropy`); it draws from the run's generator on the
+    training device, whose state every checkpoint keeps, so a procedure that keeps
+    no state of its own resumes exactly.
     """
     generator = torch.Generator().manual_seed(seed)
     # Masks are drawn on the training device; there, a generator of that device.
@@ -89,7 +106,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
         int(torch.randint(2**62, (1,), generator=generator)))
     seed_dropouts(model, mask_generator)
     optimizer = _optimizer(model, config, device)
-    step = _Step(model, optimizer, config, device, _wants_channels_last(model, device))
+    step = _Step(model, optimizer, config, device, _wants_channels_last(model, device),
+                 procedure, mask_generator)
     curve = _Curve(model, data, config, device) if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
@@ -198,8 +216,12 @@ class _Step:
     """One optimisation step on a batch; returns the (unsynchronised) loss and logits."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, device: torch.device, channels_last: bool) -> None:
+                 config: TrainConfig, device: torch.device, channels_last: bool,
+                 procedure: StepLoss | None = None,
+                 generator: torch.Generator | None = None) -> None:
         self.model = model
+        self.procedure = procedure
+        self.generator = generator
         self.optimizer = optimizer
         self.device = device
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
@@ -210,8 +232,11 @@ class _Step:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         images = to_float(images).contiguous(memory_format=self.memory_format)
         with torch.autocast(**self.autocast):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+            if self.procedure is None:
+                logits = self.model(images)
+                loss = F.cross_entropy(logits, labels)
+            else:
+                loss, logits = self.procedure(self.model, images, labels, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

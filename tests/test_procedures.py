@@ -1,0 +1,185 @@
+"""Training procedures: the built-ins' defaults and checks, the suite key, the model cache
+key, training with a procedure alone and in packs, and cnn_bn's bn_eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchlab import identity, training
+from benchlab.components import DatasetSplit
+from benchlab.execute.train import step_loss
+from benchlab.execute.workspace import Workspace
+from benchlab.jobs import expand
+from benchlab.plugins import default_registry
+from benchlab.suite import SuiteError, validate_suite
+from benchlab.testing import parametrize_with_checks, tiny_cnn
+from benchlab_plugins.adversarial_training import (
+    FGSMATParams,
+    PGDATParams,
+    TRADESParams,
+    fgsm_perturb,
+)
+from benchlab_plugins.cnn import BatchStatisticsNorm, CNNBNParams, build_cnn_bn
+
+# The key of SUITE's model with the code digest held fixed, computed with the code
+# before training procedures existed: naming no procedure, or the standard one,
+# must keep it.
+KEY_BEFORE_PROCEDURES = "fb6178a665dadbe29c4c234f"
+MNIST_INFO = default_registry().get("dataset", "mnist").obj.info
+SUITE = {"name": "pin", "dataset": {"name": "mnist", "train_size": 100, "test_size": 50},
+         "models": [{"name": "cnn_bn"}], "train": {"epochs": 1}}
+
+
+def _suite(**train):
+    return {**SUITE, "train": {**SUITE["train"], **train}}
+
+
+def _key(data, monkeypatch) -> str:
+    registry = default_registry()
+    job = expand(validate_suite(data, registry))[0]
+    monkeypatch.setattr(identity, "weights_code", lambda *a, **k: {"fixed": 1})
+    return identity.model_key(identity.model_identity(job, registry))
+
+
+def test_defaults_are_the_papers_mnist_settings():
+    fgsm = FGSMATParams()
+    assert (fgsm.eps, fgsm.step_size, fgsm.craft_mode) == (0.3, pytest.approx(0.375), "train")
+    assert FGSMATParams(alpha=0.1).step_size == 0.1
+    pgd = PGDATParams()
+    assert (pgd.eps, pgd.steps, pgd.alpha, pgd.random_start) == (0.3, 40, 0.01, True)
+    trades = TRADESParams()
+    assert (trades.eps, trades.steps, trades.alpha, trades.beta, trades.craft_mode) == \
+        (0.3, 40, 0.01, 1.0, "eval")
+
+
+@parametrize_with_checks(["standard", "fgsm_at", ("pgd_at", {"steps": 3}),
+                          ("trades", {"steps": 3})])
+def test_built_in_procedures_conform(component, check):
+    check(component)
+
+
+def test_the_standard_step_keeps_todays_cache_key(monkeypatch):
+    assert _key(SUITE, monkeypatch) == KEY_BEFORE_PROCEDURES
+    assert _key(_suite(procedure={"name": "standard"}), monkeypatch) == KEY_BEFORE_PROCEDURES
+
+
+def test_an_adversarial_procedure_and_its_parameters_change_the_key(monkeypatch):
+    keys = {_key(_suite(procedure=p), monkeypatch) for p in (
+        {"name": "fgsm_at"}, {"name": "fgsm_at", "eps": 0.1}, {"name": "pgd_at"})}
+    assert len(keys) == 3 and KEY_BEFORE_PROCEDURES not in keys
+
+
+def test_the_procedures_code_is_part_of_the_key():
+    registry = default_registry()
+    model, dataset = registry.get("model", "cnn_bn"), registry.get("dataset", "mnist")
+    plain = identity.weights_code(model, dataset)
+    adversarial = identity.weights_code(model, dataset, registry.get("procedure", "fgsm_at"))
+    assert adversarial["modules"] > plain["modules"]
+    assert adversarial["sources"] != plain["sources"]
+
+
+@pytest.mark.parametrize(("procedure", "message"), [
+    ({"name": "fgsm_att"}, "train.procedure.name: unknown procedure 'fgsm_att'; "
+                           "did you mean 'fgsm_at'?"),
+    ({"name": "fgsm_at", "eps": 3}, "train.procedure.eps: expected a value <= 1"),
+    ({"name": "pgd_at", "stpes": 3}, "train.procedure.stpes: unknown key 'stpes'; "
+                                     "did you mean 'steps'?"),
+])
+def test_a_bad_procedure_is_one_line_naming_the_key(procedure, message):
+    with pytest.raises(SuiteError) as raised:
+        validate_suite(_suite(procedure=procedure), default_registry())
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def _split(n: int, seed: int) -> DatasetSplit:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 16, 16), generator=generator, dtype=torch.uint8)
+    return DatasetSplit(images, torch.randint(0, 10, (n,), generator=generator))
+
+
+def _train(procedure, seeds=(1,), pack=1):
+    config = training.TrainConfig(epochs=1, batch_size=16)
+    return training.train_runs(lambda: tiny_cnn(), _split(48, 0), _split(16, 1), config,
+                               list(seeds), pack=pack, threads=1, procedure=procedure)
+
+
+def _procedure(data):
+    job = expand(validate_suite(data, default_registry()))[0]
+    return step_loss(job, Workspace(default_registry(), torch.device("cpu"), Path("unused")))
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_standard_procedure_trains_the_same_weights():
+    assert _procedure(SUITE) is None
+    named = _procedure(_suite(procedure={"name": "standard"}))
+    assert _same(_train(None)[0].state_dict, _train(named)[0].state_dict)
+
+
+def test_adversarial_runs_are_reproducible_alone_and_in_a_pack():
+    fgsm = _procedure(_suite(procedure={"name": "fgsm_at", "eps": 0.3}))
+    alone = _train(fgsm, seeds=(1, 2), pack=1)
+    packed = _train(fgsm, seeds=(1, 2), pack=2)
+    assert all(_same(a.state_dict, b.state_dict) for a, b in zip(alone, packed))
+    assert not _same(alone[0].state_dict, _train(None)[0].state_dict)
+
+
+def test_crafting_under_bf16_autocast_stays_in_the_ball():
+    model = tiny_cnn().train()
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        crafted = fgsm_perturb(model, images, labels, torch.Generator().manual_seed(0),
+                               FGSMATParams(eps=0.1))
+    assert crafted.dtype == torch.float32
+    assert (crafted - images).abs().max() <= 0.1 + 1e-6
+
+
+# -- cnn_bn's bn_eval --------------------------------------------------------------------
+
+def test_default_bn_eval_keeps_todays_model_and_parameters():
+    model = build_cnn_bn(MNIST_INFO, CNNBNParams())
+    assert type(model.bn1) is torch.nn.BatchNorm2d and type(model.bn2) is torch.nn.BatchNorm2d
+    assert CNNBNParams().model_dump(mode="json") == {"dropout1": 0.25, "dropout2": 0.5}
+    assert CNNBNParams(bn_eval="batch").model_dump(mode="json")["bn_eval"] == "batch"
+
+
+def test_batch_statistics_in_eval_mode_leave_running_estimates_alone():
+    torch.manual_seed(0)
+    model = build_cnn_bn(MNIST_INFO, CNNBNParams(bn_eval="batch"))
+    assert isinstance(model.bn1, BatchStatisticsNorm)
+    with torch.no_grad():
+        model.bn1.running_mean.uniform_(-1, 1)
+        model.bn1.running_var.uniform_(0.5, 2)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    x = torch.randn(6, 32, 26, 26)
+    model.eval()
+    with torch.no_grad():
+        out = model.bn1(x)
+        model(torch.rand(6, 1, 28, 28))
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    weight, bias = model.bn1.weight.view(1, -1, 1, 1), model.bn1.bias.view(1, -1, 1, 1)
+    manual = (x - mean) / torch.sqrt(var + model.bn1.eps) * weight + bias
+    torch.testing.assert_close(out, manual, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    running = F.batch_norm(x, model.bn1.running_mean, model.bn1.running_var,
+                           model.bn1.weight, model.bn1.bias, False, 0.0, model.bn1.eps)
+    assert not torch.allclose(out, running)
+
+
+def test_bn_eval_batch_is_a_suite_entry_with_its_own_key(monkeypatch):
+    data = {**SUITE, "models": [{"name": "cnn_bn"},
+                                {"name": "cnn_bn", "label": "cnn_bn_batch", "bn_eval": "batch"}]}
+    registry = default_registry()
+    jobs = [j for j in expand(validate_suite(data, registry)) if j.kind == "train"]
+    monkeypatch.setattr(identity, "weights_code", lambda *a, **k: {"fixed": 1})
+    keys = [identity.model_key(identity.model_identity(j, registry)) for j in jobs]
+    assert keys[0] == KEY_BEFORE_PROCEDURES and keys[1] != keys[0]
