@@ -36,6 +36,12 @@ def _toy_cli(*args: str, env: dict[str, str], pause: float = 0) -> subprocess.Po
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.fixture(autouse=True)
+def _own_model_cache(isolated_cache):
+    """Each test trains its models into its own cache (the first run's lines say so)."""
+    return isolated_cache
+
+
 def _lines(text: str) -> list[str]:
     return [line for line in text.strip().splitlines()
             if line.strip() and not line.startswith("done ")]
