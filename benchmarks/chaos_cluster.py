@@ -32,11 +32,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +45,7 @@ from benchlab.cache import ModelCache
 from benchlab.jobs import expand
 from benchlab.plugins import default_registry
 from benchlab.suite import load_suite
+from benchlab.testing.chaos import Chaos
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"epoch_time_s", "images_per_s", "attack_time_s", "explain_images_per_s",
@@ -74,55 +72,6 @@ def machine() -> str:
         load = "load average unknown"
     return (f"{model}; {os.cpu_count()} cores; torch {torch.__version__}; "
             f"distributed {distributed.__version__}; {load}")
-
-
-class Chaos(threading.Thread):
-    """Kill a random worker that is running a job with SIGKILL, every ``every`` seconds,
-    while all ``workers`` are up, at most ``kills`` times, until stopped."""
-
-    def __init__(self, address: str, *, workers: int, kills: int, every: float, seed: int):
-        super().__init__(daemon=True)
-        self.address, self.workers, self.kills, self.every = address, workers, kills, every
-        self.rng = random.Random(seed)
-        self.killed: list[tuple[str, list[str]]] = []  # (worker, the tasks it was running)
-        self.error: BaseException | None = None
-        self._halt = threading.Event()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30)
-
-    def run(self) -> None:
-        import distributed
-
-        def running(dask_worker):  # on each worker: its process and the tasks it executes
-            import os
-
-            return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
-
-        client = distributed.Client(self.address, set_as_default=False, timeout=30)
-        try:
-            earliest = time.monotonic() + self.every / 2
-            while len(self.killed) < self.kills and not self._halt.wait(0.2):
-                if time.monotonic() < earliest:
-                    continue
-                try:
-                    seen = client.run(running, on_error="return")
-                except OSError:
-                    continue
-                up = {w: r for w, r in seen.items() if isinstance(r, tuple)}
-                busy = sorted(w for w, (_, keys) in up.items() if keys)
-                if len(up) < self.workers or not busy:
-                    continue
-                victim = self.rng.choice(busy)
-                pid, keys = up[victim]
-                os.kill(pid, signal.SIGKILL)
-                self.killed.append((victim, keys))
-                earliest = time.monotonic() + self.every
-        except BaseException as exc:  # noqa: BLE001 - reported with the results
-            self.error = exc
-        finally:
-            client.close()
 
 
 def _measurements(out: Path) -> pd.DataFrame:

@@ -10,11 +10,7 @@ worker died.
 
 from __future__ import annotations
 
-import os
-import random
 import re
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +23,7 @@ from benchlab.executors.deaths import WorkerDeaths
 from benchlab.jobs import expand
 from benchlab.plugins import default_registry
 from benchlab.suite import load_suite
+from benchlab.testing.chaos import Chaos
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"epoch_time_s", "images_per_s", "attack_time_s", "explain_images_per_s",
@@ -53,64 +50,6 @@ def _measurements(out: Path, jobs: set[str] | None = None) -> pd.DataFrame:
     if jobs is not None:
         frame = frame[frame["job"].isin(jobs)]
     return frame.sort_values(list(frame.columns[:-1]), na_position="first").reset_index(drop=True)
-
-
-class Chaos(threading.Thread):
-    """Kill a random worker that is running a job with SIGKILL, every ``every`` seconds.
-
-    Only while all ``workers`` are up (a killed one is restarted by its nanny), at
-    most ``kills`` times, for at most ``seconds``, and only workers whose running
-    jobs match ``aim`` (a prefix of the task keys: a job's id).
-    """
-
-    def __init__(self, address: str, *, workers: int, kills: int, every: float,
-                 seconds: float = 120.0, aim: str = "", seed: int = 0):
-        super().__init__(daemon=True)
-        self.address, self.workers, self.kills, self.every = address, workers, kills, every
-        self.deadline = time.monotonic() + seconds
-        self.aim, self.rng = aim, random.Random(seed)
-        self.killed: list[tuple[str, list[str]]] = []  # (worker, the tasks it was running)
-        self.error: BaseException | None = None
-        self._halt = threading.Event()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30)
-
-    def run(self) -> None:
-        import distributed
-
-        def running(dask_worker):  # on each worker: its process and the tasks it executes
-            import os
-
-            return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
-
-        client = distributed.Client(self.address, set_as_default=False, timeout=30)
-        try:
-            earliest = time.monotonic() + self.every / 2
-            while len(self.killed) < self.kills and time.monotonic() < self.deadline:
-                if self._halt.wait(0.2):
-                    return
-                if time.monotonic() < earliest:
-                    continue
-                try:
-                    seen = client.run(running, on_error="return")
-                except OSError:
-                    continue
-                up = {w: r for w, r in seen.items() if isinstance(r, tuple)}
-                busy = sorted(w for w, (_, keys) in up.items()
-                              if any(k.startswith(self.aim) for k in keys))
-                if len(up) < self.workers or not busy:
-                    continue
-                victim = self.rng.choice(busy)
-                pid, keys = up[victim]
-                os.kill(pid, signal.SIGKILL)
-                self.killed.append((victim, keys))
-                earliest = time.monotonic() + self.every
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-        finally:
-            client.close()
 
 
 def _chaotic(chaos_of, **options):
@@ -203,7 +142,8 @@ def _snipe(one_worker, out: Path, *, aim: str, kills: int, retries: int):
     worker killed whenever it runs the job ``aim``, ``kills`` times."""
     suite = _suite(*CHAOS, "models=[{name: cnn}]", "train.runs=1")
     make, made = _chaotic(
-        lambda address: Chaos(address, workers=1, kills=kills, every=0.5, aim=aim),
+        lambda address: Chaos(address, workers=1, kills=kills, every=0.5, aim=aim,
+                              seconds=120),
         scheduler=one_worker.scheduler_address, retries=retries)
     outcome = runner.run_suite(suite, default_registry(), out, device="cpu",
                                cache=ModelCache(out.parent / "cache"), log=lambda s: None,

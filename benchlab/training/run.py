@@ -151,26 +151,12 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
                      steps=curve.records if curve is not None else [])
 
 
-def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give every state tensor of a parameter's shape that parameter's memory layout.
-
-    Fused optimisers walk a parameter and its state as flat memory: a momentum buffer
-    loaded contiguous for a channels-last weight would be added to the wrong elements.
-    """
-    for param, state in optimizer.state.items():
-        for name, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape == param.shape \
-                    and value.stride() != param.stride():
-                state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-
-
 def _restore(state: checkpoint.State, model: nn.Module, optimizer: torch.optim.Optimizer,
              generators: list[torch.Generator], device: torch.device, seeded: bool,
              curve: _Curve | None) -> tuple[checkpoint.Position, checkpoint.Partial | None]:
     """Put a run back where checkpoint ``state`` left it; its position and epoch under way."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    _match_layouts(optimizer)
     if len(state["generators"]) != len(generators):
         raise ValueError("a checkpoint taken on another kind of device")
     for generator, saved in zip(generators, state["generators"]):
