@@ -131,7 +131,12 @@ def one_worker():
     distributed = pytest.importorskip("distributed")
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # as the DaskExecutor's own cluster: a killed worker's nanny is not closed while the
+    # restarted worker is still importing torch on a loaded machine (Dask's 15 s)
+    from benchlab.executors.dask import LOST_WORKER_TIMEOUT
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                          "distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT}):
         with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                       dashboard_address=None, silence_logs=50) as cluster:
             yield cluster

@@ -240,8 +240,15 @@ def test_workers_of_a_cluster_benchlab_starts_ignore_ctrl_c_even_after_a_restart
         import signal
         return os.getpid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
+    import dask
+
+    from benchlab.executors.dask import LOST_WORKER_TIMEOUT
+
+    before = dask.config.get("distributed.deploy.lost-worker-timeout")
     executor = DaskExecutor("cpu", workers=1)
     try:
+        # the cluster waits for a slow restart instead of closing the nanny after 15 s
+        assert dask.config.get("distributed.deploy.lost-worker-timeout") == LOST_WORKER_TIMEOUT
         ((pid, ignored),) = executor.client.run(state).values()
         assert ignored
         os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process
@@ -258,3 +265,4 @@ def test_workers_of_a_cluster_benchlab_starts_ignore_ctrl_c_even_after_a_restart
         assert now[1], "a restarted worker would die of Ctrl-C"
     finally:
         executor.close()
+    assert dask.config.get("distributed.deploy.lost-worker-timeout") == before

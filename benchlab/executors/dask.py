@@ -60,6 +60,10 @@ def _distributed():
     return distributed
 
 
+#: how long a LocalCluster of benchlab's waits for a lost worker's nanny to restart it
+LOST_WORKER_TIMEOUT = "10 minutes"
+
+
 class DaskExecutor:
     """Run tasks on a Dask cluster; the calling process stays the only writer of results.
 
@@ -84,6 +88,7 @@ class DaskExecutor:
         self.device = device
         self.retries = retries
         self._cluster = None
+        self._patience = None
         if scheduler:
             # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT), 30 s by default
             timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
@@ -104,6 +109,12 @@ class DaskExecutor:
                                     f"there within {timeout:g} s ({type(exc).__name__})"
                                     ) from None
         else:
+            # A LocalCluster closes the nanny of a worker that has not come back within
+            # this (15 s by default): a worker restarted after a crash that imports torch
+            # on a loaded machine can take longer, and the cluster would be left with no
+            # worker for good. Dask reads it when a worker goes, so it holds until close().
+            self._patience = dask.config.set(
+                {"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT})
             gpus = _cuda_devices() if device in ("auto", "cuda") else 0
             n = workers or gpus or os.cpu_count() or 1
             # Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, which makes
@@ -111,8 +122,9 @@ class DaskExecutor:
             environ = {k: v for k, v in
                        dask.config.get("distributed.nanny.pre-spawn-environ").items()
                        if k != "MALLOC_TRIM_THRESHOLD_"}
-            with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                                  "distributed.nanny.pre-spawn-environ": environ}), \
+            with self._unless_started(), \
+                    dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                                     "distributed.nanny.pre-spawn-environ": environ}), \
                     _workers_ignore_ctrl_c():
                 # ":0": any free port for the scheduler's HTTP server (8787 may be taken
                 # by another cluster, and Dask warns on screen when it is). Dask's log
@@ -123,7 +135,7 @@ class DaskExecutor:
                     n_workers=n, threads_per_worker=1, processes=True,
                     dashboard_address=":0", silence_logs=logging.CRITICAL,
                     resources={"GPU": 1} if gpus else None)
-            self.client = distributed.Client(self._cluster, set_as_default=False)
+                self.client = distributed.Client(self._cluster, set_as_default=False)
             # and a worker the nanny restarts later (after a crash) ignores it too
             self.client.register_worker_callbacks(setup=_ignore_ctrl_c)
         self._as_completed = distributed.as_completed(loop=self.client.loop)
@@ -180,6 +192,18 @@ class DaskExecutor:
             raise ExecutorError("--device cuda: no worker of the cluster advertises a GPU "
                                 "(start workers with: dask worker ... --resources GPU=1)")
         return has_gpu
+
+    @contextmanager
+    def _unless_started(self) -> Iterator[None]:
+        """Undo the cluster settings if the cluster or its client fails to start."""
+        try:
+            yield
+        except BaseException:
+            if self._cluster is not None:
+                self._cluster.close()
+            if self._patience is not None:
+                self._patience.__exit__(None, None, None)
+            raise
 
     def workers(self) -> dict[str, dict[str, Any]]:
         return self.client.scheduler_info(n_workers=-1)["workers"]
@@ -320,6 +344,9 @@ class DaskExecutor:
             self.client.close()
             if self._cluster is not None:
                 self._cluster.close()
+            if self._patience is not None:
+                self._patience.__exit__(None, None, None)
+                self._patience = None
 
 
 @contextmanager
