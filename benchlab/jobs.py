@@ -87,7 +87,8 @@ class Job:
     # explain jobs) and the attack job whose images it explains (explain jobs)
     train_job: str | None = None
     attack_job: str | None = None
-    # the training procedure the suite names (None: none named, the standard step)
+    # the training procedure of the model's entry, else of the suite (None: none named,
+    # the standard step)
     procedure: ComponentSpec | None = None
 
     @property
@@ -138,12 +139,13 @@ def expand(suite: Suite, runs: int | None = None) -> list[Job]:
     dataset = DatasetSpec(**suite.dataset.model_dump(mode="json"))
     train = TrainSpec(**suite.train.model_dump(mode="json",
                                                exclude={"runs", "seed", "procedure"}))
-    procedure = _spec(suite.train.procedure) if suite.train.procedure is not None else None
+    default = _spec(suite.train.procedure) if suite.train.procedure is not None else None
     evaluate = EvalSpec(**suite.evaluate.model_dump(mode="json"))
     evaluated_runs = runs if suite.evaluate.runs is None else min(suite.evaluate.runs, runs)
     jobs: list[Job] = []
     for ref in suite.models:
         model = _spec(ref)
+        procedure = _spec(ref.procedure) if ref.procedure is not None else default
         for run in range(runs):
             seed = suite.train.seed + run
             common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed,

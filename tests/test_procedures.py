@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from benchlab import identity, training
 from benchlab.components import DatasetSplit
@@ -183,3 +184,35 @@ def test_bn_eval_batch_is_a_suite_entry_with_its_own_key(monkeypatch):
     monkeypatch.setattr(identity, "weights_code", lambda *a, **k: {"fixed": 1})
     keys = [identity.model_key(identity.model_identity(j, registry)) for j in jobs]
     assert keys[0] == KEY_BEFORE_PROCEDURES and keys[1] != keys[0]
+
+
+def test_a_model_entry_trains_with_its_own_procedure(monkeypatch):
+    data = {**_suite(procedure={"name": "pgd_at", "steps": 5}),
+            "models": [{"name": "cnn_bn"},
+                       {"name": "cnn_bn", "label": "cnn_bn-fast",
+                        "procedure": {"name": "fgsm_at", "eps": 0.1}},
+                       {"name": "cnn_bn", "label": "cnn_bn-standard",
+                        "procedure": {"name": "standard"}}]}
+    registry = default_registry()
+    suite = validate_suite(data, registry)
+    jobs = [j for j in expand(suite) if j.kind == "train"]
+    assert [(j.procedure.name, j.procedure.params.get("eps")) for j in jobs] == [
+        ("pgd_at", 0.3), ("fgsm_at", 0.1), ("standard", None)]
+    assert len({j.pack_key() for j in jobs}) == 3  # never trained in one pack
+    monkeypatch.setattr(identity, "weights_code", lambda *a, **k: {"fixed": 1})
+    keys = [identity.model_key(identity.model_identity(j, registry)) for j in jobs]
+    assert keys[2] == KEY_BEFORE_PROCEDURES and len(set(keys)) == 3
+    # the run directory's suite.yaml says each entry's procedure with its defaults
+    written = yaml.safe_load(suite.to_yaml())
+    assert "procedure" not in written["models"][0]
+    assert written["models"][1]["procedure"] == {"name": "fgsm_at", "label": None, "eps": 0.1,
+                                                 "alpha": None, "craft_mode": "train"}
+
+
+def test_a_bad_procedure_of_a_model_entry_is_one_line_naming_the_key():
+    data = {**SUITE, "models": [{"name": "cnn"}, {"name": "cnn_bn", "procedure": {
+        "name": "fgsm_at", "eps": 3}}]}
+    with pytest.raises(SuiteError) as raised:
+        validate_suite(data, default_registry())
+    assert "models.1.procedure.eps: expected a value <= 1" in str(raised.value)
+    assert "\n" not in str(raised.value)

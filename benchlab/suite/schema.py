@@ -85,10 +85,6 @@ class ComponentRef(BaseModel):
         return self._params
 
 
-class ModelRef(ComponentRef):
-    pass
-
-
 class AttackRef(ComponentRef):
     # The upper bound depends on the attack's norm and the images' size: checked
     # against the registry (see validate.check_eps); L∞ radii stay within [0, 1].
@@ -114,6 +110,14 @@ class ProcedureRef(ComponentRef):
 
 #: the training procedure of a suite that names none: today's cross-entropy step
 DEFAULT_PROCEDURE = "standard"
+
+
+class ModelRef(ComponentRef):
+    """A model; ``procedure`` trains this entry with its own procedure instead of
+    ``train.procedure`` (so one suite can hold a model trained two ways, each entry
+    with its own ``label``)."""
+
+    procedure: ProcedureRef | None = None
 
 
 #: (section of the suite, kind of component in the registry, model of one entry)
@@ -258,7 +262,11 @@ class Suite(_Strict):
             for entry, ref in zip(data[section], getattr(self, section)):
                 if ref._params is not None:
                     entry.update(ref._params.model_dump(mode="json"))
-        procedure = self.train.procedure
-        if procedure is not None and procedure._params is not None:
-            data["train"]["procedure"].update(procedure._params.model_dump(mode="json"))
+                if section == "models" and entry.get("procedure") is None:
+                    entry.pop("procedure", None)  # as the entry was written: none of its own
+        procedures = [(data["train"], self.train.procedure)]
+        procedures += [(entry, ref.procedure) for entry, ref in zip(data["models"], self.models)]
+        for entry, procedure in procedures:
+            if procedure is not None and procedure._params is not None:
+                entry["procedure"].update(procedure._params.model_dump(mode="json"))
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -64,7 +64,7 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
         findings += [explain(err, Suite) for err in exc.errors()]
     params: dict[tuple[str, int], Params] = {}
     findings += _check_components(data, registry, params)
-    procedure = _check_procedure(data, registry, findings)
+    procedures = _check_procedures(data, registry, findings)
     if not findings and suite is not None:
         findings += _check_eps(suite, data, params, registry)
     if not findings and suite is not None:
@@ -76,19 +76,40 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
     for section, _, _ in SECTIONS[1:]:
         for i, ref in enumerate(getattr(suite, section)):
             ref._params = params[(section, i)]
-    if suite.train.procedure is not None:
-        suite.train.procedure._params = procedure
+    refs = {("train", "procedure"): suite.train.procedure}
+    refs.update({("models", i, "procedure"): ref.procedure
+                 for i, ref in enumerate(suite.models)})
+    for where, ref in refs.items():
+        if ref is not None:
+            ref._params = procedures[where]
     return suite
 
 
-def _check_procedure(data: dict[str, Any], registry: Registry,
-                     findings: list[Finding]) -> Params | None:
-    """``train.procedure``: a registered procedure with valid parameters; its parameters."""
+def _check_procedures(data: dict[str, Any], registry: Registry,
+                      findings: list[Finding]) -> dict[tuple[Any, ...], Params]:
+    """``train.procedure`` and every model's own ``procedure``: registered procedures
+    with valid parameters; their parameters, by where they are written."""
+    found: dict[tuple[Any, ...], Params] = {}
+    places: list[tuple[tuple[Any, ...], Any]] = []
     train = data.get("train")
-    entry = train.get("procedure") if isinstance(train, dict) else None
+    if isinstance(train, dict):
+        places.append((("train", "procedure"), train.get("procedure")))
+    models = data.get("models")
+    if isinstance(models, list):
+        places += [(("models", i, "procedure"), m.get("procedure"))
+                   for i, m in enumerate(models) if isinstance(m, dict)]
+    for base, entry in places:
+        params = _check_procedure(base, entry, registry, findings)
+        if params is not None:
+            found[base] = params
+    return found
+
+
+def _check_procedure(base: tuple[Any, ...], entry: Any, registry: Registry,
+                     findings: list[Finding]) -> Params | None:
+    """One procedure entry: a registered procedure with valid parameters; its parameters."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         return None  # absent, or the structural pass has reported it
-    base = ("train", "procedure")
     name = entry["name"]
     if not registry.has("procedure", name):
         findings.append(((*base, "name"), registry.missing_message("procedure", name)))
