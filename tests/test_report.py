@@ -68,16 +68,25 @@ def test_robustness_shares_carry_their_n_and_a_wilson_interval(tmp_path):
 
     from benchlab.report.robustness import section as _robustness_section
 
-    md = "\n".join(_robustness_section(pd.DataFrame(_attack_rows(0.25)), tmp_path))
+    md = "\n".join(_robustness_section(pd.DataFrame(_attack_rows(0.25)), tmp_path)[0])
     wilson = scipy.stats.binomtest(250, 1000).proportion_ci(method="wilson")
-    assert (f"| cnn | fgsm | L∞ ball | 0.3 | 1000 | 25.00 [{100 * wilson.low:.2f}, "
-            f"{100 * wilson.high:.2f}] |") in md
+    assert (f"| cnn | standard | fgsm | L∞ ball | 0.3 | 1 | 1000 | 25.00 "
+            f"[{100 * wilson.low:.2f}, {100 * wilson.high:.2f}] |") in md
     success = scipy.stats.binomtest(495, 990).proportion_ci(method="wilson")
     assert f"50.00 [{100 * success.low:.2f}, {100 * success.high:.2f}]" in md
-    assert "over n images, with a 95% Wilson interval" in md
+    assert "over its n images with a 95% Wilson interval" in md
+    assert "One trained model of cnn: its intervals are over the test images" in md
 
-    # several runs: mean ± std over runs; results written before the counts: no interval
+    # several runs: the mean with a t interval over runs (cut to [0, 100] for two runs)
+    three = pd.DataFrame(_attack_rows(0.25) + _attack_rows(0.35, run=1)
+                         + _attack_rows(0.30, run=2))
+    md = "\n".join(_robustness_section(three, tmp_path)[0])
+    half = scipy.stats.t.ppf(0.975, 2) * 0.05 / 3 ** 0.5
+    assert f"| 0.3 | 3 | 1000 | 30.00 [{100 * (0.3 - half):.2f}, {100 * (0.3 + half):.2f}] |" in md
+    assert "One trained model" not in md
     two = pd.DataFrame(_attack_rows(0.25) + _attack_rows(0.35, run=1))
-    assert "| 0.3 | 1000 | 30.00 ± 7.07 |" in "\n".join(_robustness_section(two, tmp_path))
+    assert "| 0.3 | 2 | 1000 | 30.00 [0.00, 93.53] |" in \
+        "\n".join(_robustness_section(two, tmp_path)[0])
+    # results written before the counts: the value alone
     old = pd.DataFrame(_attack_rows(0.25, with_n=False))
-    assert "| 0.3 | – | 25.00 |" in "\n".join(_robustness_section(old, tmp_path))
+    assert "| 0.3 | 1 | – | 25.00 |" in "\n".join(_robustness_section(old, tmp_path)[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +41,8 @@ class Run:
     settings: verdict.Settings  # alpha, convergence and equivalence settings
     curve_images: str  # which test images the learning curves used, in words
     epoch_images: str  # which test images the per-epoch accuracy used, in words
+    #: each model entry's training procedure in words ("standard", "fgsm_at, eps 0.3")
+    procedures: dict[str, str] = field(default_factory=dict)
 
     @property
     def alpha(self) -> float:
@@ -58,7 +60,30 @@ def load_run(out: Path) -> Run:
                description=suite.get("description", ""),
                thresholds=tuple(report.get("thresholds", DEFAULTS.thresholds)),
                settings=_settings(report),
-               curve_images=_images(suite), epoch_images=_images(suite, curve=False))
+               curve_images=_images(suite), epoch_images=_images(suite, curve=False),
+               procedures=procedures(suite))
+
+
+def procedures(suite: dict) -> dict[str, str]:
+    """Model key -> how it was trained, in words: a procedure's name and its parameters
+    as the run resolved them ("fgsm_at, eps 0.3, craft_mode train"); "standard" where
+    the suite names none."""
+    default = (suite.get("train") or {}).get("procedure")
+    found = {}
+    for entry in suite.get("models") or []:
+        if not isinstance(entry, dict) or "name" not in entry:
+            continue
+        procedure = entry.get("procedure") or default
+        found[entry.get("label") or entry["name"]] = _in_words(procedure)
+    return found
+
+
+def _in_words(procedure: dict | None) -> str:
+    if not procedure:
+        return "standard"
+    shown = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+             for k, v in procedure.items() if k not in ("name", "label") and v is not None]
+    return ", ".join([str(procedure["name"]), *shown])
 
 
 def _settings(report: dict) -> verdict.Settings:

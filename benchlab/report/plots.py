@@ -12,10 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from benchlab import stats  # noqa: E402
 from benchlab.messages import NORM_LABELS  # noqa: E402
 
 __all__ = ["CONTROLS", "plot_attention", "plot_epoch_curves", "plot_robustness", "plot_sanity",
@@ -92,33 +94,42 @@ def plot_step_curves(curves: pd.DataFrame, models: list[str], thresholds: tuple[
 
 
 def plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
-               threats: dict[str, tuple[str, bool]], path: Path) -> None:
-    """Accuracy against ε, one panel per norm (ε of different norms share no axis);
-    minimum-norm attacks dashed, their points derived from the norms the attack found."""
-    norms = [n for n in NORM_LABELS if any(t[0] == n for t in threats.values())]
-    fig, axes = plt.subplots(1, len(norms), figsize=(6.5 * len(norms), 4.5), squeeze=False)
+                    threats: dict[str, tuple[str, bool]], path: Path) -> None:
+    """Accuracy against ε, one panel per attack (on its own norm's ε axis), one line per
+    model: the mean over runs with its 95% t interval as a band (none for one run).
+    A minimum-norm attack's points are derived from the norms it found (dashed)."""
+    cols = min(3, len(attacks))
+    n_rows = math.ceil(len(attacks) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.8 * n_rows), squeeze=False)
     acc = rows[rows["metric"] == "accuracy"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, norm in zip(axes[0], norms):
-        for i, attack in enumerate(a for a in attacks if threats[a][0] == norm):
-            minimum = threats[attack][1]
-            for j, model in enumerate(models):
-                sub = acc[(acc["model"] == model) & (acc["attack"] == attack)]
-                if sub.empty:
-                    continue
-                g = sub.groupby("eps")["value"]
-                mean, std = g.mean() * 100, g.std().fillna(0) * 100
-                color = colors[i % len(colors)]
-                label = f"{model} · {attack}" + (" (minimum norm)" if minimum else "")
-                ax.plot(mean.index, mean.values, color=color, label=label,
-                        marker="os^vD"[j % 5], linestyle="--" if minimum else "-")
-                ax.fill_between(mean.index, mean - std, mean + std, alpha=0.12, color=color)
+    for ax, attack in zip(axes.flat, attacks):
+        norm, minimum = threats[attack]
+        for j, model in enumerate(models):
+            sub = acc[(acc["model"] == model) & (acc["attack"] == attack)]
+            if sub.empty:
+                continue
+            eps = sorted(set(sub["eps"].dropna()))
+            summaries = [stats.summarize(sub[sub["eps"] == e]["value"].tolist()) for e in eps]
+            mean = np.array([s.mean for s in summaries]) * 100
+            half = np.nan_to_num(np.array([s.ci95 for s in summaries]) * 100)
+            n = max(s.n for s in summaries)
+            color = colors[j % len(colors)]
+            ax.plot(eps, mean, color=color, marker="os^vDP"[j % 6], ms=4,
+                    linestyle="--" if minimum else "-",
+                    label=f"{model} (n = {n} run{'s' if n != 1 else ''})")
+            if n > 1:
+                ax.fill_between(eps, mean - half, mean + half, alpha=0.15, color=color)
         ax.set_xlabel(f"ε ({NORM_LABELS[norm]} norm, [0, 1] pixel scale)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Accuracy under attack: {NORM_LABELS[norm]}")
+        ax.set_title(f"{attack}" + (" (minimum norm)" if minimum else ""), fontsize=10)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    fig.suptitle("Accuracy under attack: mean over runs, band: 95% t interval over runs",
+                 fontsize=10)
     _save(fig, path)
 
 

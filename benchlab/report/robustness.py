@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchlab import robust_verdict, stats
 from benchlab.messages import NORM_LABELS
 from benchlab.metrics import share_ci
 from benchlab.report.loading import ordered
-from benchlab.report.markdown import DASH, mean_sd, table
+from benchlab.report.markdown import DASH, mean_sd, number, table
 from benchlab.report.plots import plot_robustness
+from benchlab.verdict import Settings, fmt_p
 
 __all__ = ["section", "threats"]
 
@@ -47,9 +49,17 @@ def _values(cell: pd.DataFrame, metric: str) -> list[float]:
 
 def _share(cell: pd.DataFrame, metric: str) -> str:
     """A share in percent. One run: with its 95% Wilson interval over its n images;
-    several (or a run recorded before the counts): mean ± std over runs."""
+    several: the mean over runs with its 95% t interval (n = runs); a run recorded
+    before the counts: its value alone."""
     values, counts = _values(cell, metric), _values(cell, f"{metric}.n")
-    if len(values) != 1 or len(counts) != 1 or math.isnan(values[0]):
+    if len(values) > 1:
+        s = stats.summarize(values)
+        if s.n < 2:
+            return mean_sd(values, 100, 2)
+        # a share lies in [0, 1]: cutting the interval there loses none of its coverage
+        low, high = max(0.0, s.mean - s.ci95), min(1.0, s.mean + s.ci95)
+        return f"{100 * s.mean:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+    if len(counts) != 1 or not values or math.isnan(values[0]):
         return mean_sd(values, 100, 2)
     n = max(int(counts[0]), 0)
     # the interval of the share as hit counts: round(share * n) of the n images
@@ -57,12 +67,19 @@ def _share(cell: pd.DataFrame, metric: str) -> str:
     return f"{100 * values[0]:.2f} [{100 * ci.low:.2f}, {100 * ci.high:.2f}]"
 
 
-def section(results: pd.DataFrame, out: Path) -> list[str]:
-    """The section, empty for a run without attack jobs."""
+def section(results: pd.DataFrame, out: Path, settings: Settings | None = None,
+            procedures: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The section and its verdict lines (both empty for a run without attack jobs).
+
+    ``procedures``: each model's training procedure in words; models trained the same
+    way are compared with the first of them, over runs (:mod:`benchlab.robust_verdict`).
+    """
+    settings = settings or Settings()
+    procedures = procedures or {}
     rows = results[results["attack"].notna() & results["explainer"].isna()
                    & results["epoch"].isna()]
     if rows.empty:
-        return []
+        return [], []
     models, attacks = ordered(rows["model"]), ordered(rows["attack"])
     threat_of = threats(rows)
     per_eps_rows, found = [], []
@@ -80,7 +97,9 @@ def section(results: pd.DataFrame, out: Path) -> list[str]:
                 cell = per_eps[per_eps["eps"] == eps]
                 images = cell[cell["metric"] == "accuracy.n"]["value"]
                 per_eps_rows.append({
-                    "model": model, "attack": attack, "threat": threat, "eps": f"{eps:g}",
+                    "model": model, "training": procedures.get(model, "standard"),
+                    "attack": attack, "threat": threat, "eps": f"{eps:g}",
+                    "runs (n)": f"{len(_values(cell, 'accuracy'))}",
                     "images (n)": DASH if images.empty else
                     "/".join(dict.fromkeys(f"{v:.0f}" for v in images)),
                     "accuracy (%)": _share(cell, "accuracy"),
@@ -94,25 +113,80 @@ def section(results: pd.DataFrame, out: Path) -> list[str]:
     frame.to_csv(out / "robustness.csv", index=False)
     plot_robustness(rows, models, attacks, threat_of, out / "robustness.png")
     n = int(rows["job"].nunique())
+    runs = rows.groupby("model")["run"].nunique() if "run" in rows else pd.Series(dtype=int)
     md = ["## Robustness", "",
-          "Accuracy on the attacked test images (ε = 0: clean images) over n images, with "
-          "a 95% Wilson interval (one run) or mean ± std over runs; success rate: share "
-          "of the correctly classified images that the attack makes wrong (same interval, "
-          "over those images); L∞/L2: mean "
+          "Accuracy on the attacked test images (ε = 0: clean images): for one run, over "
+          "its n images with a 95% Wilson interval; for several, the mean over runs with "
+          "a 95% t interval over runs (n = runs: the unit is the trained model). Success "
+          "rate: share of the correctly classified images that the attack makes wrong "
+          "(same intervals); L∞/L2: mean "
           "perturbation size per image; attack images/s: adversarial images made per second "
           "(for an attack bounded by a ball every image at every ε counts once; a "
           "minimum-norm attack makes one per image). An attack bounded by a ball is run "
           "at each ε; for a minimum-norm attack an image counts as broken at ε when the "
           "perturbation it found has norm ≤ ε, so its curve is derived from one run. "
-          f"{n} attack job(s).", "",
-          "![robustness](robustness.png)", "", table(frame)]
+          f"{n} attack job(s).", ""]
+    single = [m for m in models if int(runs.get(m, 1)) < 2]
+    if single:
+        md += [f"One trained model of {', '.join(single)}: its intervals are over the test "
+               "images of that one model and say nothing of another training seed; "
+               "comparisons over seeds need at least two runs per model.", ""]
+    md += ["![robustness](robustness.png)", "", table(frame)]
+    comparisons_md, claims = _comparisons(rows, models, attacks, settings, procedures, out)
+    md += comparisons_md
     if found:
         md += ["### Minimum-norm attacks", "",
                "Found: share of the correctly classified images for which the attack found "
                "a perturbation that changes the prediction; median norm: over those "
                "perturbations, in the attack's norm (mean ± std over runs).", "",
                table(pd.DataFrame(found))]
-    return md
+    return md, claims
+
+
+def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
+                 settings: Settings, procedures: dict[str, str], out: Path
+                 ) -> tuple[list[str], list[str]]:
+    """Each model against the first model trained the same way, over runs: the table
+    (also ``robustness_comparisons.csv``) and one verdict line per pair."""
+    groups: dict[str, list[str]] = {}
+    for model in models:
+        groups.setdefault(procedures.get(model, "standard"), []).append(model)
+    table_rows, claims = [], []
+    for trained, members in groups.items():
+        for other in members[1:]:
+            found = robust_verdict.compare(rows, members[0], other, attacks, settings)
+            if not found:
+                continue
+            claims.append(robust_verdict.pair_line(found, f"both trained: {trained}",
+                                                   settings.alpha))
+            for c in found:
+                low, high = c.ci95
+                table_rows.append({
+                    "model": c.other, "against": c.baseline, "training": trained,
+                    "attack": c.attack, "eps": f"{c.eps:g}",
+                    "runs (n)": f"{c.n[0]}/{c.n[1]}",
+                    "difference (pp)": number(100 * c.diff, "+.2f"),
+                    "95% CI (pp)": DASH if math.isnan(low) else
+                    f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+                    "p (Welch)": fmt_p(c.p), "p (Holm)": fmt_p(c.p_holm),
+                    **({"TOST p (Holm)": fmt_p(c.tost_p_holm)}
+                       if settings.margin_pp is not None else {}),
+                    "outcome": c.outcome + (f" (about {c.runs_needed} runs per model would "
+                                            "decide it)" if c.outcome == "inconclusive"
+                                            and c.runs_needed else "")})
+    if not table_rows:
+        return [], claims
+    frame = pd.DataFrame(table_rows)
+    frame.to_csv(out / "robustness_comparisons.csv", index=False)
+    margin = ("" if settings.margin_pp is None else
+              f" TOST: equivalence within ±{settings.margin_pp:g} pp "
+              "(report.equivalence_margin), Holm-corrected over the same tests.")
+    md = ["### Robustness over runs", "",
+          "Each model against the first model of the suite trained the same way: the "
+          "difference of mean accuracy under attack (pp), with its Welch 95% interval "
+          "over runs; p (Holm): corrected over every (attack, ε) of the pair." + margin,
+          "", table(frame)]
+    return md, claims
 
 
 def _found_row(sub: pd.DataFrame, model: str, attack: str, norm_label: str

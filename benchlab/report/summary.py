@@ -30,10 +30,12 @@ def render(out: Path) -> Path:
         md += [run.description.strip(), ""]
     claims, training_md = training_section(results, out, run.thresholds, run.settings,
                                            run.curve_images, run.epoch_images)
-    md += _verdict([*sequential_lines(out), *claims], run.alpha)
+    robustness_md, robust_claims = robustness_section(results, out, run.settings,
+                                                      run.procedures)
+    md += _verdict([*sequential_lines(out), *claims, *robust_claims], run.alpha)
     md += failures_section(out)
     md += training_md
-    md += robustness_section(results, out)
+    md += robustness_md
     md += attention_section(results, out, alpha=run.alpha)
     explainers = ordered(results["explainer"].dropna()) if "explainer" in results else []
     md += grids_section(out, explainers)
