@@ -58,6 +58,8 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     """
     skip = {"test_batch_size"} | ({"eval_every", "eval_size"}
                                   if job.train.eval_every is None else set())
+    if job.train.lr_schedule == "constant":
+        skip.add("lr_schedule")  # the schedule every suite had before it could be chosen
     train = {k: v for k, v in asdict(job.train).items() if k not in skip}
     compute: dict[str, Any] = {"device": device_type, "torch": torch.__version__}
     if device_type == "cpu":

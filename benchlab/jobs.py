@@ -56,6 +56,7 @@ class TrainSpec:
     precision: str
     eval_every: int | None  # learning curves: every N steps (None: off)
     eval_size: int | None  # ... on the first N test images
+    lr_schedule: str = "constant"  # or "cyclic"; a default: job files written before it
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,10 @@ def test_a_bad_procedure_of_a_model_entry_is_one_line_naming_the_key():
         validate_suite(data, default_registry())
     assert "models.1.procedure.eps: expected a value <= 1" in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_the_constant_lr_schedule_keeps_todays_key_and_cyclic_changes_it(monkeypatch):
+    assert _key(_suite(lr_schedule="constant"), monkeypatch) == KEY_BEFORE_PROCEDURES
+    assert _key(_suite(lr_schedule="cyclic"), monkeypatch) != KEY_BEFORE_PROCEDURES
+    with pytest.raises(SuiteError, match="train.lr_schedule"):
+        validate_suite(_suite(lr_schedule="onecycle"), default_registry())

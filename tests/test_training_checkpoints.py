@@ -12,7 +12,7 @@ from conftest import quadrants
 from torch import nn
 
 from benchlab.components import DatasetInfo
-from benchlab.training import Checkpointing, RunResult, TrainConfig, train_runs
+from benchlab.training import Checkpointing, RunResult, TrainConfig, learning_rate, train_runs
 from benchlab.training.checkpoint import check
 from benchlab_plugins.cnn import CNNParams, build_cnn_bn
 
@@ -139,3 +139,24 @@ def test_a_checkpoint_of_another_seed_or_configuration_is_refused():
 def test_checkpoint_every_must_be_positive():
     with pytest.raises(ValueError, match="every"):
         Checkpointing(every=0)
+
+
+def test_the_cyclic_schedule_rises_to_lr_and_falls_to_zero_and_resumes_bit_identical():
+    config = replace(THREE, lr_schedule="cyclic", lr=0.05)
+    steps = 15  # 3 epochs of 5 steps
+    rates = [learning_rate(config, t, steps) for t in range(1, steps + 1)]
+    assert rates[0] == pytest.approx(0.05 / 6) and max(rates) == pytest.approx(0.05)
+    assert rates.index(max(rates)) == 5 and rates[-1] == 0.0  # step 6 = 2/5 of 15
+    assert all(a < b for a, b in zip(rates[:6], rates[1:6])) and \
+        all(a > b for a, b in zip(rates[5:], rates[6:]))
+    assert learning_rate(THREE, 7, steps) == THREE.lr
+    plain = train_runs(cnn_bn, TRAIN, TEST, config, [2], pack=1)
+    constant = train_runs(cnn_bn, TRAIN, TEST, replace(config, lr_schedule="constant"), [2],
+                          pack=1)
+    assert not torch.equal(plain[0].state_dict["fc2.weight"], constant[0].state_dict["fc2.weight"])
+    _, saved = collect(cnn_bn, config, [2], pack=1, every=4)
+    assert len(saved) >= 3
+    for _, state in saved:
+        (again,) = train_runs(cnn_bn, TRAIN, TEST, config, [2], pack=1,
+                              checkpoints=Checkpointing(resume=[through_bytes(state)]))
+        assert_identical(plain, [again])

@@ -158,6 +158,9 @@ class TrainSection(_Strict):
     epochs: Annotated[int, Field(gt=0, le=1000)] = 14
     batch_size: Annotated[int, Field(gt=0)] = 64
     lr: Annotated[float, Field(gt=0)] = 0.01
+    # constant: lr throughout; cyclic: from 0 up to lr over the first 2/5 of the steps,
+    # then down to 0 at the last (Wong et al. 2020's schedule for fast adversarial training)
+    lr_schedule: Literal["constant", "cyclic"] = "constant"
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     test_batch_size: Annotated[int, Field(gt=0)] = 1000

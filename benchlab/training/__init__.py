@@ -46,6 +46,7 @@ from benchlab.training.config import (
     RunResult,
     StepRecord,
     TrainConfig,
+    learning_rate,
     pack_size,
 )
 from benchlab.training.packs import train_runs
@@ -53,4 +54,4 @@ from benchlab.training.run import StepLoss, cross_entropy, evaluate
 
 __all__ = ["THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch", "RunResult",
            "StepLoss", "StepRecord", "TrainConfig", "checkpoint", "cross_entropy", "evaluate",
-           "pack_size", "train_runs"]
+           "learning_rate", "pack_size", "train_runs"]

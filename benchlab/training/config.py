@@ -19,7 +19,10 @@ THREADS_PER_RUN = 1
 class TrainConfig:
     """How every run of a configuration is trained (the original experiment's defaults).
 
-    ``momentum`` applies to SGD only; Adam uses its default betas. ``precision="bf16"``
+    ``momentum`` applies to SGD only; Adam uses its default betas. ``lr_schedule``
+    "cyclic" sets step t's learning rate (t = 1 .. T, all epochs' steps) to
+    ``lr * min(t / (0.4 T), (T - t) / (0.6 T))``: up from 0 over the first 2/5 of the
+    steps, down to 0 at the last (see :func:`learning_rate`). ``precision="bf16"``
     runs forward and backward under bfloat16 autocast with float32 master weights.
     ``eval_every`` (optimisation steps; None: off) evaluates each run on a fixed
     evaluation set at step 0 and after every ``eval_every`` steps, for learning
@@ -29,6 +32,7 @@ class TrainConfig:
     epochs: int = 14
     batch_size: int = 64
     lr: float = 0.01
+    lr_schedule: Literal["constant", "cyclic"] = "constant"
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.9
     test_batch_size: int = 1000
@@ -44,6 +48,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.lr_schedule not in ("constant", "cyclic"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cyclic', got "
+                             f"{self.lr_schedule!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -126,3 +133,9 @@ def pack_size(config: TrainConfig, device: torch.device | str) -> int:
     return max(1, torch.get_num_threads())
 
 
+def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
+    """The learning rate of optimisation step ``step`` (1-based) of ``steps`` in all."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    peak = 0.4 * steps
+    return config.lr * max(0.0, min(step / peak, (steps - step) / (steps - peak)))

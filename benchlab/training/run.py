@@ -15,7 +15,13 @@ from torch import nn
 
 import benchlab.training.checkpoint as checkpoint
 from benchlab.components import DatasetSplit
-from benchlab.training.config import EpochRecord, RunResult, StepRecord, TrainConfig
+from benchlab.training.config import (
+    EpochRecord,
+    RunResult,
+    StepRecord,
+    TrainConfig,
+    learning_rate,
+)
 from benchlab.training.randomness import (
     global_rng_seeded,
     global_rng_state,
@@ -108,6 +114,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     optimizer = _optimizer(model, config, device)
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device),
                  procedure, mask_generator)
+    step.steps = config.epochs * math.ceil(len(data) / config.batch_size)
     curve = _Curve(model, data, config, device) if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
@@ -213,9 +220,12 @@ class _Step:
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=config.precision == "bf16")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.config = config
+        self.steps = 0  # optimisation steps of the whole run (set by train_run)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, done: int = 0
                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on the batch, after ``done`` steps of the run."""
         images = to_float(images).contiguous(memory_format=self.memory_format)
         with torch.autocast(**self.autocast):
             if self.procedure is None:
@@ -225,6 +235,10 @@ class _Step:
                 loss, logits = self.procedure(self.model, images, labels, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.lr_schedule != "constant":
+            lr = learning_rate(self.config, done + 1, self.steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.step()
         return loss.detach(), logits.detach()
 
@@ -295,7 +309,7 @@ def _train_epoch(step: _Step, data: Data, config: TrainConfig, generator: torch.
             raise Cancelled
         batch = order[begin:begin + config.batch_size]
         labels = data.labels.index_select(0, batch)
-        loss, logits = step(data.images.index_select(0, batch), labels)
+        loss, logits = step(data.images.index_select(0, batch), labels, position.step)
         loss_sum.add_(loss, alpha=batch.shape[0])
         correct.add_((logits.argmax(dim=1) == labels).sum())
         if curve is not None:
