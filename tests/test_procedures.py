@@ -223,3 +223,18 @@ def test_the_constant_lr_schedule_keeps_todays_key_and_cyclic_changes_it(monkeyp
     assert _key(_suite(lr_schedule="cyclic"), monkeypatch) != KEY_BEFORE_PROCEDURES
     with pytest.raises(SuiteError, match="train.lr_schedule"):
         validate_suite(_suite(lr_schedule="onecycle"), default_registry())
+
+
+def test_only_an_adversarial_run_with_a_curve_is_attacked_on_its_curve():
+    from benchlab.execute.train import curve_eps
+
+    ws = Workspace(default_registry(), torch.device("cpu"), Path("unused"))
+    data = {**SUITE, "models": [{"name": "cnn"},
+                                {"name": "cnn", "label": "at",
+                                 "procedure": {"name": "fgsm_at", "eps": 0.2}}]}
+    with_curve = [j for j in expand(validate_suite({**data, "train": {"epochs": 1,
+                                                                      "eval_every": 10}},
+                                                   default_registry())) if j.kind == "train"]
+    assert [curve_eps(j, ws) for j in with_curve] == [None, 0.2]
+    without = [j for j in expand(validate_suite(data, default_registry())) if j.kind == "train"]
+    assert [curve_eps(j, ws) for j in without] == [None, None]

@@ -21,7 +21,9 @@ def row(job: Job, metric: str, value: float, **where: Any) -> dict[str, Any]:
 
 
 _CURVE_METRICS = {"test_acc": "step_test_acc", "test_loss": "step_test_loss",
-                  "eval_time_s": "step_eval_time_s"}
+                  "eval_time_s": "step_eval_time_s",
+                  # runs trained adversarially: accuracy under a short PGD at the procedure's ε
+                  "robust_acc": "step_pgd_acc"}
 
 
 def train_rows(job: Job, records: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
@@ -31,7 +33,7 @@ def train_rows(job: Job, records: Sequence[dict[str, float]]) -> list[dict[str, 
     rows = [row(job, m, record[m], epoch=int(record["epoch"]))
             for record in epochs for m in _EPOCH_METRICS]
     rows += [row(job, metric, record[field], epoch=record["epoch"], step=int(record["step"]))
-             for record in steps for field, metric in _CURVE_METRICS.items()]
+             for record in steps for field, metric in _CURVE_METRICS.items() if field in record]
     return rows
 
 

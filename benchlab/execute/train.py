@@ -44,6 +44,18 @@ def step_loss(job: Job, ws: Workspace) -> training.StepLoss | None:
     return functools.partial(_call_procedure, component.obj, params)
 
 
+def curve_eps(job: Job, ws: Workspace) -> float | None:
+    """The L∞ radius a train job's learning curve is also attacked at: the ``eps`` of an
+    adversarial procedure (one that crafts its inputs); None for the standard step."""
+    if job.procedure is None or job.train.eval_every is None:
+        return None
+    component = ws.registry.get("procedure", job.procedure.name)
+    eps = job.procedure.params.get("eps")
+    if "perturb" not in component.extra or not isinstance(eps, int | float):
+        return None
+    return float(eps)
+
+
 def _call_procedure(procedure, params, model, images, labels, generator):
     return procedure(model, images, labels, generator, params)
 
@@ -96,7 +108,8 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
                                       on_epoch=tick, curve_split=curve,
                                       threads=training.THREADS_PER_RUN if ws.device.type == "cpu"
                                       else None, checkpoints=checkpoints,
-                                      procedure=step_loss(first, ws))
+                                      procedure=step_loss(first, ws),
+                                      curve_eps=curve_eps(first, ws))
     except Exception as exc:  # noqa: BLE001 - re-raised, attributed to the run's model
         culprit = jobs[getattr(exc, "benchlab_run", 0)]
         with blame("model", culprit.model.key, ws.model_component(culprit)):
@@ -111,7 +124,8 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
             results.append(JobResult(job.id, error=message, seconds=seconds, where=ws.where()))
             continue
         # the model cache keeps the learning curve after the epochs (records with a step)
-        records = epochs + [{k: float(v) for k, v in asdict(s).items()} for s in run.steps]
+        records = epochs + [{k: float(v) for k, v in asdict(s).items() if v is not None}
+                            for s in run.steps]
         results.append(JobResult(job.id, train_rows(job, records),
                                  {"state_dict": run.state_dict, "epochs": records},
                                  seconds=seconds, where=ws.where()))

@@ -93,6 +93,29 @@ def plot_step_curves(curves: pd.DataFrame, models: list[str], thresholds: tuple[
     return path
 
 
+def plot_robust_curves(curves: pd.DataFrame, models: list[str], eval_set: str,
+                       path: Path) -> Path:
+    """Accuracy under the learning curve's PGD against the step, one thin line per run,
+    one colour per model (a collapse is a run's own event: a mean would blur it)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, model in enumerate(models):
+        mine = curves[curves["model"] == model]
+        for k, (_, g) in enumerate(mine.groupby("run")):
+            g = g.sort_values("step")
+            ax.plot(g["step"], g["value"] * 100, color=colors[j % len(colors)], lw=1,
+                    alpha=0.8, label=model if k == 0 else None)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("accuracy under PGD (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Accuracy under a 10-step PGD on {eval_set} during adversarial training "
+                 "(one line per run)", fontsize=10)
+    _save(fig, path)
+    return path
+
+
 def plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
                     threats: dict[str, tuple[str, bool]], path: Path) -> None:
     """Accuracy against ε, one panel per attack (on its own norm's ε axis), one line per

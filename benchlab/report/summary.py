@@ -15,6 +15,7 @@ from benchlab.report.epochs import section as training_section
 from benchlab.report.explanation_grids import section as grids_section
 from benchlab.report.failures import section as failures_section
 from benchlab.report.loading import load_run, ordered
+from benchlab.report.overfitting import section as overfitting_section
 from benchlab.report.robustness import section as robustness_section
 from benchlab.report.sequential import lines as sequential_lines
 
@@ -32,9 +33,13 @@ def render(out: Path) -> Path:
                                            run.curve_images, run.epoch_images)
     robustness_md, robust_claims = robustness_section(results, out, run.settings,
                                                       run.procedures)
-    md += _verdict([*sequential_lines(out), *claims, *robust_claims], run.alpha)
+    overfitting_claims, overfitting_md = overfitting_section(results, out, run.procedures,
+                                                             run.curve_images)
+    md += _verdict([*sequential_lines(out), *claims, *overfitting_claims, *robust_claims],
+                   run.alpha)
     md += failures_section(out)
     md += training_md
+    md += overfitting_md
     md += robustness_md
     md += attention_section(results, out, alpha=run.alpha)
     explainers = ordered(results["explainer"].dropna()) if "explainer" in results else []

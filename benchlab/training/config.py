@@ -93,7 +93,10 @@ class StepRecord:
     precision: under bfloat16 autocast when training in bf16, which halves the cost
     of the curve on a CPU (the per-epoch evaluation stays in float32).
     ``eval_time_s`` is the wall time of that evaluation, which is not counted in
-    the epoch's ``epoch_time_s``.
+    the epoch's ``epoch_time_s``. ``robust_acc``: for a run trained adversarially,
+    the accuracy on the same images under a short PGD at the procedure's ε
+    (:func:`benchlab.training.run.robust_accuracy`), which shows catastrophic
+    overfitting; None otherwise.
     """
 
     step: int
@@ -101,6 +104,8 @@ class StepRecord:
     test_loss: float
     test_acc: float
     eval_time_s: float
+    #: accuracy under a short PGD (runs trained adversarially; None: not measured)
+    robust_acc: float | None = None
 
 
 @dataclass

@@ -28,7 +28,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                curve_split: DatasetSplit | None = None,
                threads: int | None = None,
                checkpoints: Checkpointing | None = None,
-               procedure: StepLoss | None = None) -> list[RunResult]:
+               procedure: StepLoss | None = None,
+               curve_eps: float | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
@@ -56,6 +57,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     ``procedure(model, images, labels, generator) -> (loss, logits)`` computes the
     loss of every step of every run (None: the plain cross-entropy step); each run
     calls it with its own generator, so it must keep no state between calls.
+    ``curve_eps``: with learning curves, also evaluate each point under a short PGD of
+    that L∞ radius (for adversarial training: it shows catastrophic overfitting).
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
@@ -96,12 +99,12 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
             emit = functools.partial(on_epoch or ignore, i)
             with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
                 results[i] = train_run(models[i], seeds[i], data, config, device, emit,
-                                       pack=1, procedure=procedure,
+                                       pack=1, procedure=procedure, curve_eps=curve_eps,
                                        **_resuming(checkpoints, i))
         else:
             for i, result in _train_concurrently(models, seeds, data, config, device,
                                                  on_epoch, threads, checkpoints,
-                                                 procedure).items():
+                                                 procedure, curve_eps).items():
                 results[i] = result
     return [r for r in results if r is not None]
 
@@ -110,7 +113,8 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                         config: TrainConfig, device: torch.device, on_epoch: OnEpoch | None,
                         threads: int | None = None,
                         checkpoints: Checkpointing | None = None,
-                        procedure: StepLoss | None = None) -> dict[int, RunResult]:
+                        procedure: StepLoss | None = None,
+                        curve_eps: float | None = None) -> dict[int, RunResult]:
     """Train ``models`` (run index -> model) at the same time, one thread and core each.
 
     Worker threads hand their epoch records and checkpoints to this thread, which
@@ -130,7 +134,8 @@ def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data
                 resuming["save"] = lambda state: made.put((i, state))
             return train_run(models[i], seeds[i], data, config, device,
                              lambda record: made.put((i, record)), pack=len(models),
-                             cancel=cancel, procedure=procedure, **resuming)
+                             cancel=cancel, procedure=procedure, curve_eps=curve_eps,
+                             **resuming)
 
     def deliver() -> None:
         while not made.empty():

@@ -54,6 +54,44 @@ def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 1000,
     return loss_sum.item() / len(split), correct.item() / len(split)
 
 
+#: the attack a learning curve of an adversarially trained run is also evaluated under:
+#: PGD of this many steps of 2.5 * eps / steps from the clean image (no random start,
+#: so the curve draws nothing and needs no generator)
+CURVE_PGD_STEPS = 10
+
+
+def robust_accuracy(model: nn.Module, split: DatasetSplit, eps: float, batch_size: int = 1000,
+                    device: torch.device | str = "cpu", steps: int = CURVE_PGD_STEPS) -> float:
+    """Accuracy of ``model`` on ``split`` under an L∞ PGD of radius ``eps`` (eval mode).
+
+    A short attack that shows catastrophic overfitting (Wong et al. 2020): an FGSM-trained
+    model whose accuracy under it falls towards 0 while its FGSM accuracy rises. Leaves no
+    ``.grad`` on the parameters; the model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    alpha = 2.5 * eps / steps
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for begin in range(0, len(split), batch_size):
+            images = to_float(split.images[begin:begin + batch_size].to(device))
+            labels = split.labels[begin:begin + batch_size].to(device)
+            adversarial = images
+            for _ in range(steps):
+                adversarial = adversarial.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    loss = F.cross_entropy(model(adversarial).float(), labels)
+                    (grad,) = torch.autograd.grad(loss, adversarial)
+                moved = adversarial.detach() + alpha * grad.sign()
+                adversarial = (images + (moved - images).clamp(-eps, eps)).clamp(0.0, 1.0)
+            with torch.no_grad():
+                correct += (model(adversarial).argmax(dim=1) == labels).sum()
+    finally:
+        model.train(was_training)
+    return correct.item() / len(split)
+
+
 class Data:
     """Both splits on the training device, shared read-only by every run."""
 
@@ -96,7 +134,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
               cancel: threading.Event | None = None, *,
               resume: checkpoint.State | None = None,
               save: Callable[[checkpoint.State], None] | None = None,
-              every: int | None = None, procedure: StepLoss | None = None) -> RunResult:
+              every: int | None = None, procedure: StepLoss | None = None,
+              curve_eps: float | None = None) -> RunResult:
     """Train one freshly built run for all epochs, with its own generator.
 
     ``resume``: a checkpoint of this run to continue from. ``save(state)`` is called
@@ -104,7 +143,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     every ``every`` optimisation steps. ``procedure`` computes each step's loss
     (default: :func:`cross_entropy`); it draws from the run's generator on the
     training device, whose state every checkpoint keeps, so a procedure that keeps
-    no state of its own resumes exactly.
+    no state of its own resumes exactly. ``curve_eps``: with a learning curve, also
+    record its accuracy under a short PGD of that radius (:func:`robust_accuracy`).
     """
     generator = torch.Generator().manual_seed(seed)
     # Masks are drawn on the training device; there, a generator of that device.
@@ -115,7 +155,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device),
                  procedure, mask_generator)
     step.steps = config.epochs * math.ceil(len(data) / config.batch_size)
-    curve = _Curve(model, data, config, device) if config.eval_every else None
+    curve = _Curve(model, data, config, device, curve_eps) if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
     position, partial = checkpoint.Position(), None
@@ -248,8 +288,9 @@ class _Curve:
     ``config.eval_every`` optimisation steps, counted across epochs."""
 
     def __init__(self, model: nn.Module, data: Data, config: TrainConfig,
-                 device: torch.device) -> None:
+                 device: torch.device, robust_eps: float | None = None) -> None:
         assert config.eval_every is not None
+        self.robust_eps = robust_eps
         self.model, self.split, self.device = model, data.curve, device
         self.every, self.batch_size = config.eval_every, config.test_batch_size
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
@@ -261,12 +302,16 @@ class _Curve:
 
     def evaluate(self) -> None:
         start = time.perf_counter()
+        robust = None
         with torch.autocast(**self.autocast):
             loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device)
+            if self.robust_eps is not None:
+                robust = robust_accuracy(self.model, self.split, self.robust_eps,
+                                         self.batch_size, self.device)
         seconds = time.perf_counter() - start
         self.seconds += seconds
         self.records.append(StepRecord(self.step, self.step / self.steps_per_epoch, loss,
-                                       accuracy, seconds))
+                                       accuracy, seconds, robust))
 
     def state(self) -> dict[str, object]:
         return {"step": self.step, "seconds": self.seconds,
