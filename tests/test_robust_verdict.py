@@ -121,3 +121,26 @@ def test_the_report_compares_models_trained_the_same_way(tmp_path):
                                                           ("cnn_bn-at", "cnn-at")}
     assert "nan" not in summary.replace("nanny", "")
     assert "| cnn-at | fgsm_at, eps 0.3, craft_mode train | fgsm |" in summary
+
+
+def test_the_suite_can_name_the_pairs_and_a_pair_must_name_its_models(tmp_path):
+    from benchlab.plugins import default_registry
+    from benchlab.suite import SuiteError, validate_suite
+
+    study = _study(np.random.default_rng(0))
+    batch = study[study["model"] == "cnn_bn"].assign(model="cnn_bn-batch")
+    pd.concat([study, batch]).to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({
+        "name": "pairs", "models": [{"name": "cnn"}, {"name": "cnn_bn"},
+                                    {"name": "cnn_bn", "label": "cnn_bn-batch"}],
+        "report": {"robustness_pairs": [["cnn_bn-batch", "cnn_bn"]]}}, sort_keys=False))
+    verdict = render(tmp_path).read_text().split("## Verdict")[1].split("\n## ")[0]
+    assert "**Robustness, cnn_bn-batch against cnn_bn** (both trained: standard)" in verdict
+    assert "against cnn**" not in verdict  # only the pair named
+    data = {"name": "pairs", "dataset": {"name": "mnist"},
+            "models": [{"name": "cnn"}, {"name": "cnn_bn"}],
+            "report": {"robustness_pairs": [["cnn_bn", "cnn_b"]]}}
+    with pytest.raises(SuiteError) as raised:
+        validate_suite(data, default_registry())
+    assert ("report.robustness_pairs.0.1: expected a model of this suite (cnn, cnn_bn), "
+            "got 'cnn_b'") in str(raised.value)

@@ -43,6 +43,8 @@ class Run:
     epoch_images: str  # which test images the per-epoch accuracy used, in words
     #: each model entry's training procedure in words ("standard", "fgsm_at, eps 0.3")
     procedures: dict[str, str] = field(default_factory=dict)
+    #: report.robustness_pairs: (model, against) pairs; None: the default pairs
+    robustness_pairs: list[tuple[str, str]] | None = None
 
     @property
     def alpha(self) -> float:
@@ -61,7 +63,9 @@ def load_run(out: Path) -> Run:
                thresholds=tuple(report.get("thresholds", DEFAULTS.thresholds)),
                settings=_settings(report),
                curve_images=_images(suite), epoch_images=_images(suite, curve=False),
-               procedures=procedures(suite))
+               procedures=procedures(suite),
+               robustness_pairs=[tuple(p) for p in report["robustness_pairs"]]
+               if report.get("robustness_pairs") else None)
 
 
 def procedures(suite: dict) -> dict[str, str]:

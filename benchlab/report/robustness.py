@@ -68,11 +68,13 @@ def _share(cell: pd.DataFrame, metric: str) -> str:
 
 
 def section(results: pd.DataFrame, out: Path, settings: Settings | None = None,
-            procedures: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+            procedures: dict[str, str] | None = None,
+            pairs: list[tuple[str, str]] | None = None) -> tuple[list[str], list[str]]:
     """The section and its verdict lines (both empty for a run without attack jobs).
 
     ``procedures``: each model's training procedure in words; models trained the same
-    way are compared with the first of them, over runs (:mod:`benchlab.robust_verdict`).
+    way are compared with the first of them, over runs (:mod:`benchlab.robust_verdict`),
+    or, with ``pairs`` (``report.robustness_pairs``), exactly those (model, against).
     """
     settings = settings or Settings()
     procedures = procedures or {}
@@ -132,7 +134,8 @@ def section(results: pd.DataFrame, out: Path, settings: Settings | None = None,
                "images of that one model and say nothing of another training seed; "
                "comparisons over seeds need at least two runs per model.", ""]
     md += ["![robustness](robustness.png)", "", table(frame)]
-    comparisons_md, claims = _comparisons(rows, models, attacks, settings, procedures, out)
+    comparisons_md, claims = _comparisons(rows, models, attacks, settings, procedures, out,
+                                          pairs)
     md += comparisons_md
     if found:
         md += ["### Minimum-norm attacks", "",
@@ -143,37 +146,49 @@ def section(results: pd.DataFrame, out: Path, settings: Settings | None = None,
     return md, claims
 
 
-def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
-                 settings: Settings, procedures: dict[str, str], out: Path
-                 ) -> tuple[list[str], list[str]]:
-    """Each model against the first model trained the same way, over runs: the table
-    (also ``robustness_comparisons.csv``) and one verdict line per pair."""
+def _default_pairs(models: list[str], procedures: dict[str, str]) -> list[tuple[str, str]]:
+    """Each model against the first model trained the same way."""
     groups: dict[str, list[str]] = {}
     for model in models:
         groups.setdefault(procedures.get(model, "standard"), []).append(model)
+    return [(other, members[0]) for members in groups.values() for other in members[1:]]
+
+
+def _trained(other: str, baseline: str, procedures: dict[str, str]) -> str:
+    mine, theirs = procedures.get(other, "standard"), procedures.get(baseline, "standard")
+    return (f"both trained: {mine}" if mine == theirs
+            else f"trained: {other} {mine}, {baseline} {theirs}")
+
+
+def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
+                 settings: Settings, procedures: dict[str, str], out: Path,
+                 pairs: list[tuple[str, str]] | None = None) -> tuple[list[str], list[str]]:
+    """Each pair (model, against), over runs: the table (also
+    ``robustness_comparisons.csv``) and one verdict line per pair."""
     table_rows, claims = [], []
-    for trained, members in groups.items():
-        for other in members[1:]:
-            found = robust_verdict.compare(rows, members[0], other, attacks, settings)
-            if not found:
-                continue
-            claims.append(robust_verdict.pair_line(found, f"both trained: {trained}",
-                                                   settings.alpha))
-            for c in found:
-                low, high = c.ci95
-                table_rows.append({
-                    "model": c.other, "against": c.baseline, "training": trained,
-                    "attack": c.attack, "eps": f"{c.eps:g}",
-                    "runs (n)": f"{c.n[0]}/{c.n[1]}",
-                    "difference (pp)": number(100 * c.diff, "+.2f"),
-                    "95% CI (pp)": DASH if math.isnan(low) else
-                    f"[{100 * low:+.2f}, {100 * high:+.2f}]",
-                    "p (Welch)": fmt_p(c.p), "p (Holm)": fmt_p(c.p_holm),
-                    **({"TOST p (Holm)": fmt_p(c.tost_p_holm)}
-                       if settings.margin_pp is not None else {}),
-                    "outcome": c.outcome + (f" (about {c.runs_needed} runs per model would "
-                                            "decide it)" if c.outcome == "inconclusive"
-                                            and c.runs_needed else "")})
+    for other, baseline in pairs or _default_pairs(models, procedures):
+        if other not in models or baseline not in models:
+            continue  # a model without attack jobs (yet)
+        found = robust_verdict.compare(rows, baseline, other, attacks, settings)
+        if not found:
+            continue
+        trained = _trained(other, baseline, procedures)
+        claims.append(robust_verdict.pair_line(found, trained, settings.alpha))
+        for c in found:
+            low, high = c.ci95
+            table_rows.append({
+                "model": c.other, "against": c.baseline,
+                "training": trained.removeprefix("both trained: "),
+                "attack": c.attack, "eps": f"{c.eps:g}", "runs (n)": f"{c.n[0]}/{c.n[1]}",
+                "difference (pp)": number(100 * c.diff, "+.2f"),
+                "95% CI (pp)": DASH if math.isnan(low) else
+                f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+                "p (Welch)": fmt_p(c.p), "p (Holm)": fmt_p(c.p_holm),
+                **({"TOST p (Holm)": fmt_p(c.tost_p_holm)}
+                   if settings.margin_pp is not None else {}),
+                "outcome": c.outcome + (f" (about {c.runs_needed} runs per model would "
+                                        "decide it)" if c.outcome == "inconclusive"
+                                        and c.runs_needed else "")})
     if not table_rows:
         return [], claims
     frame = pd.DataFrame(table_rows)
@@ -181,8 +196,10 @@ def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
     margin = ("" if settings.margin_pp is None else
               f" TOST: equivalence within ±{settings.margin_pp:g} pp "
               "(report.equivalence_margin), Holm-corrected over the same tests.")
+    which = ("The pairs the suite names (report.robustness_pairs)" if pairs else
+             "Each model against the first model of the suite trained the same way")
     md = ["### Robustness over runs", "",
-          "Each model against the first model of the suite trained the same way: the "
+          f"{which}: the "
           "difference of mean accuracy under attack (pp), with its Welch 95% interval "
           "over runs; p (Holm): corrected over every (attack, ε) of the pair." + margin,
           "", table(frame)]

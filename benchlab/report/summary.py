@@ -32,7 +32,7 @@ def render(out: Path) -> Path:
     claims, training_md = training_section(results, out, run.thresholds, run.settings,
                                            run.curve_images, run.epoch_images)
     robustness_md, robust_claims = robustness_section(results, out, run.settings,
-                                                      run.procedures)
+                                                      run.procedures, run.robustness_pairs)
     overfitting_claims, overfitting_md = overfitting_section(results, out, run.procedures,
                                                              run.curve_images)
     md += _verdict([*sequential_lines(out), *claims, *overfitting_claims, *robust_claims],

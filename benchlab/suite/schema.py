@@ -214,6 +214,10 @@ class ReportSection(_Strict):
     # null: no equivalence test
     equivalence_margin: Annotated[float, Field(gt=0.0, le=100.0)] | None = \
         REPORT_EQUIVALENCE_MARGIN
+    # robustness over runs: these [model, against] pairs (model labels), each its own
+    # Holm family; null: every model against the first model trained the same way
+    robustness_pairs: list[Annotated[list[Label], Field(min_length=2, max_length=2)]] | None \
+        = None
 
 
 class Suite(_Strict):
@@ -239,7 +243,20 @@ class Suite(_Strict):
                 seen[ref.key] = i
         if self.explainers:
             self._explained_images_fill_the_grid()
+        self._pairs_name_models()
         return self
+
+    def _pairs_name_models(self) -> None:
+        keys = [m.key for m in self.models]
+        for i, pair in enumerate(self.report.robustness_pairs or []):
+            for j, key in enumerate(pair):
+                if key not in keys:
+                    raise LocatedError(("report", "robustness_pairs", i, j),
+                                       f"expected a model of this suite ({', '.join(keys)}), "
+                                       f"got '{key}'")
+            if pair[0] == pair[1]:
+                raise LocatedError(("report", "robustness_pairs", i),
+                                   f"a model compared with itself: {pair}")
 
     def _explained_images_fill_the_grid(self) -> None:
         # the Grad-CAM grid shows evaluate.count images from every split it explains
