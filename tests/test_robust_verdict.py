@@ -144,3 +144,13 @@ def test_the_suite_can_name_the_pairs_and_a_pair_must_name_its_models(tmp_path):
         validate_suite(data, default_registry())
     assert ("report.robustness_pairs.0.1: expected a model of this suite (cnn, cnn_bn), "
             "got 'cnn_b'") in str(raised.value)
+
+
+def test_training_comparisons_stay_within_a_procedure():
+    from benchlab.report.epochs import same_training_pairs
+
+    procedures = {"cnn-at": "fgsm_at, eps 0.3", "cnn_bn-at": "fgsm_at, eps 0.3"}
+    models = ["cnn", "cnn_bn", "cnn-at", "cnn_bn-batch", "cnn_bn-at"]
+    assert same_training_pairs(models, procedures) == [
+        ("cnn_bn", "cnn"), ("cnn_bn-batch", "cnn"), ("cnn_bn-at", "cnn-at")]
+    assert same_training_pairs(["cnn", "cnn_bn"], {}) == [("cnn_bn", "cnn")]

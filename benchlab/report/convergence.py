@@ -17,9 +17,11 @@ __all__ = ["section"]
 
 
 def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdict.Settings,
-            eval_set: str) -> tuple[list[str], list[str]]:
+            eval_set: str, pairs: list[tuple[str, str]] | None = None
+            ) -> tuple[list[str], list[str]]:
     """(verdict lines, the section); both empty for a run without learning curves.
-    Writes ``test_accuracy_steps.png`` and ``convergence.csv``."""
+    Writes ``test_accuracy_steps.png`` and ``convergence.csv``. ``pairs``: the (model,
+    against) comparisons (default: every model against the first)."""
     curves = verdict.curve_rows(results)
     if curves.empty:
         return [], []
@@ -38,8 +40,8 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
           ""]
     md += _evaluation_cost(results, models)
     lines: list[str] = []
-    baseline = models[0]
-    for other in models[1:]:
+    pairs = pairs if pairs is not None else [(other, models[0]) for other in models[1:]]
+    for other, baseline in pairs:
         comparisons = verdict.convergence(per_run, baseline, other, settings)
         rows = []
         for c in comparisons:
@@ -60,7 +62,8 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
                 "paired p": verdict.fmt_p(c.paired_p),
                 "paired r": number(c.paired_r)})
         outcome = verdict.convergence_outcome(comparisons, settings.alpha)
-        lines.insert(len(lines) - len(comparisons), _head(outcome, other, baseline))
+        lines.insert(len(lines) - len(comparisons),
+                     _head(outcome, other, baseline, named=len(pairs) > 1))
         md += [f"### {other} against {baseline}", "",
                f"n = {comparisons[0].other.size} and {comparisons[0].baseline.size} runs; Welch "
                "t-tests, Holm-corrected over the statistics; paired p / r: the same runs paired "
@@ -69,13 +72,15 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
     return lines, md
 
 
-def _head(outcome: str, other: str, baseline: str) -> str:
-    """The verdict line above the per-statistic lines of one comparison."""
+def _head(outcome: str, other: str, baseline: str, named: bool = False) -> str:
+    """The verdict line above the per-statistic lines of one comparison (``named``:
+    saying which, when there are several)."""
     text = {"faster": f"**{other} converges faster than {baseline}**",
             "slower": f"**{other} converges more slowly than {baseline}**",
             "mixed": "**mixed: the statistics point in opposite directions**",
             "inconclusive": "**inconclusive with these runs**"}[outcome]
-    return f"- **Faster convergence:** {text} (Holm-corrected, one line per statistic):"
+    which = f", {other} against {baseline}" if named else ""
+    return f"- **Faster convergence{which}:** {text} (Holm-corrected, one line per statistic):"
 
 
 def _eval_every(curves: pd.DataFrame) -> str:

@@ -38,9 +38,12 @@ def epoch_statistics(results: pd.DataFrame) -> pd.DataFrame:
 
 def section(results: pd.DataFrame, out: Path, thresholds: tuple[float, ...],
             settings: verdict.Settings, eval_set: str = "the evaluation set",
-            test_set: str = "the test split") -> tuple[list[str], list[str]]:
+            test_set: str = "the test split",
+            procedures: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(verdict lines, the training sections); both empty for a run without epochs.
-    Writes the accuracy plots and ``epoch_statistics.csv``."""
+    Writes the accuracy plots and ``epoch_statistics.csv``. Each model is compared with
+    the first model trained the same way (``procedures``: model -> procedure in words;
+    without it, all with the first model)."""
     rows = per_epoch(results).copy()
     if rows.empty:
         return [], []
@@ -73,11 +76,12 @@ def section(results: pd.DataFrame, out: Path, thresholds: tuple[float, ...],
            table(stat_rows[["model", "epoch", "mean", "std", "ci95", "n"]])]
 
     lines: list[str] = []
-    if len(models) >= 2:
-        curve_lines, curve_md = convergence_section(results, out, models, settings, eval_set)
+    pairs = same_training_pairs(models, procedures or {})
+    if pairs:
+        curve_lines, curve_md = convergence_section(results, out, models, settings, eval_set,
+                                                    pairs)
         md += curve_md
-        baseline = models[0]
-        for other in models[1:]:
+        for other, baseline in pairs:
             welch_md, sentence = welch_section(test, baseline, other, settings.alpha)
             md += welch_md
             claim = verdict.equivalence(test, baseline, other, settings)
@@ -112,3 +116,13 @@ def _final_row(rows: pd.DataFrame, test: pd.DataFrame, model: str,
     speed = rows[(rows["model"] == model) & (rows["metric"] == "images_per_s")]["value"]
     row["training images/s"] = f"{speed.mean():.0f}" if len(speed) else DASH
     return row
+
+
+def same_training_pairs(models: list[str], procedures: dict[str, str]) -> list[tuple[str, str]]:
+    """(model, against) pairs: each model against the first model trained the same way
+    (a model without a procedure in ``procedures`` counts as trained the standard way)."""
+    groups: dict[str, list[str]] = {}
+    for model in models:
+        groups.setdefault(procedures.get(model, "standard"), []).append(model)
+    return [(other, members[0]) for members in groups.values() for other in members[1:]]
+

@@ -13,6 +13,7 @@ import pandas as pd
 from benchlab import robust_verdict, stats
 from benchlab.messages import NORM_LABELS
 from benchlab.metrics import share_ci
+from benchlab.report.epochs import same_training_pairs
 from benchlab.report.loading import ordered
 from benchlab.report.markdown import DASH, mean_sd, number, table
 from benchlab.report.plots import plot_robustness
@@ -146,14 +147,6 @@ def section(results: pd.DataFrame, out: Path, settings: Settings | None = None,
     return md, claims
 
 
-def _default_pairs(models: list[str], procedures: dict[str, str]) -> list[tuple[str, str]]:
-    """Each model against the first model trained the same way."""
-    groups: dict[str, list[str]] = {}
-    for model in models:
-        groups.setdefault(procedures.get(model, "standard"), []).append(model)
-    return [(other, members[0]) for members in groups.values() for other in members[1:]]
-
-
 def _trained(other: str, baseline: str, procedures: dict[str, str]) -> str:
     mine, theirs = procedures.get(other, "standard"), procedures.get(baseline, "standard")
     return (f"both trained: {mine}" if mine == theirs
@@ -166,7 +159,7 @@ def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
     """Each pair (model, against), over runs: the table (also
     ``robustness_comparisons.csv``) and one verdict line per pair."""
     table_rows, claims = [], []
-    for other, baseline in pairs or _default_pairs(models, procedures):
+    for other, baseline in pairs or same_training_pairs(models, procedures):
         if other not in models or baseline not in models:
             continue  # a model without attack jobs (yet)
         found = robust_verdict.compare(rows, baseline, other, attacks, settings)

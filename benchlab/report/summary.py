@@ -30,7 +30,8 @@ def render(out: Path) -> Path:
     if run.description:
         md += [run.description.strip(), ""]
     claims, training_md = training_section(results, out, run.thresholds, run.settings,
-                                           run.curve_images, run.epoch_images)
+                                           run.curve_images, run.epoch_images,
+                                           run.procedures)
     robustness_md, robust_claims = robustness_section(results, out, run.settings,
                                                       run.procedures, run.robustness_pairs)
     overfitting_claims, overfitting_md = overfitting_section(results, out, run.procedures,
