@@ -275,8 +275,9 @@ def convergence_line(c: Comparison, baseline: str, other: str, settings: Setting
     scale = 100 if is_auc else 1
     horizon = settings.auc_epochs * per_epoch_steps
     if is_auc:
+        steps = f"steps 0–{horizon:.0f}, " if math.isfinite(horizon) else ""
         name = (f"mean accuracy over the first {settings.auc_epochs:g} epoch(s) "
-                f"(steps 0–{horizon:.0f}, area under the curve)")
+                f"({steps}area under the curve)")
     else:
         name = c.statistic
     if c.other.size < 2 or c.baseline.size < 2:
@@ -323,6 +324,9 @@ def _why_untested(c: Comparison, other: str, baseline: str, horizon: float) -> s
               f"{other} and {c.undefined[1]} of {c.undefined[1] + c.baseline.size} of "
               f"{baseline}")
     if c.statistic == "auc":
+        if not math.isfinite(horizon):  # no point past step 0: steps per epoch unknown
+            return (f"{counts}: their learning curves hold no point after step 0; train "
+                    "longer or set train.eval_every lower")
         return (f"{counts}: their learning curves end before step {horizon:.0f}, the end of "
                 "the window; train longer or set report.auc_epochs lower")
     return f"{counts}: their learning curves hold fewer than two points"

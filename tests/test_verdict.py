@@ -207,3 +207,14 @@ def test_one_run_per_model_gives_means_without_a_spread():
     for c in verdict.convergence(per_run, "a", "b", SETTINGS):
         line = verdict.convergence_line(c, "a", "b", SETTINGS, "the test split", 400)
         assert "nan" not in line.lower() and "fewer than two runs per model: b 1, a 1" in line
+
+
+def test_a_curve_of_step_0_alone_says_so_without_a_step_count():
+    frame = curve_frame({m: [[0.1], [0.12]] for m in ("a", "b")}, every=150)
+    per_run = verdict.run_statistics(frame, SETTINGS)
+    [*_, auc] = verdict.convergence(per_run, "a", "b", SETTINGS)
+    line = verdict.convergence_line(auc, "a", "b", SETTINGS, "the test split",
+                                    verdict.steps_per_epoch(frame))
+    assert "nan" not in line.lower()
+    assert "(area under the curve) on the test split: not tested" in line
+    assert "their learning curves hold no point after step 0" in line
