@@ -26,6 +26,15 @@ def test_no_significant_epoch():
     assert "does not differ significantly" in text and "not evidence of equal accuracy" in text
 
 
+def test_one_epoch_is_named_as_the_only_one():
+    behind = verdict([1], [False], epochs=(1,))
+    assert behind.startswith("**Verdict:** cnn_bn is behind cnn at epoch 1, the only one "
+                             "(Holm-corrected p < 0.05). ")
+    assert "do not support" in behind and "1–1" not in behind
+    same = verdict([], [], epochs=(1,))
+    assert "at epoch 1, the only one." in same and "1–1" not in same
+
+
 def test_a_single_run_cannot_be_tested():
     text = _welch_sentence("cnn_bn", "cnn", [1, 2], [], [], 0.05, True)
     assert "at least two runs" in text

@@ -65,18 +65,25 @@ def sentence(other: str, baseline: str, epochs: list[int], significant: list[int
     last = epochs[-1]
     ahead = [e for e, b in zip(significant, better) if b]
     behind = [e for e, b in zip(significant, better) if not b]
+    of = f"epoch {last}, the only one" if len(epochs) == 1 else \
+        f"epochs {epochs[0]}–{last}"
     if not significant:
+        where = f"at {of}" if len(epochs) == 1 else f"at any of {of}"
         return (f"**Verdict:** {other} does not differ significantly from {baseline} "
-                f"(Holm-corrected p < {alpha:g}) at any of epochs {epochs[0]}–{last}. No "
+                f"(Holm-corrected p < {alpha:g}) {where}. No "
                 "significant difference is not evidence of equal accuracy: that takes the "
                 "equivalence test.")
-    text = (f"**Verdict:** {other} differs significantly from {baseline} (Holm-corrected "
-            f"p < {alpha:g}) at epoch(s) {span(significant)} of {epochs[0]}–{last}")
-    if ahead:
-        text += f"; it is ahead at {span(ahead)}"
-    if behind:
-        text += f"; behind at {span(behind)}"
-    text += ". "
+    if len(epochs) == 1:
+        text = (f"**Verdict:** {other} is {'ahead of' if ahead else 'behind'} {baseline} at "
+                f"{of} (Holm-corrected p < {alpha:g}). ")
+    else:
+        text = (f"**Verdict:** {other} differs significantly from {baseline} (Holm-corrected "
+                f"p < {alpha:g}) at epoch(s) {span(significant)} of {epochs[0]}–{last}")
+        if ahead:
+            text += f"; it is ahead at {span(ahead)}"
+        if behind:
+            text += f"; behind at {span(behind)}"
+        text += ". "
     final_sig = last in significant
     early_ahead = bool(ahead) and min(ahead) < last
     if early_ahead and not final_sig:
