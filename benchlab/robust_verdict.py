@@ -9,6 +9,8 @@ Holm-corrected over the same family. An outcome is:
 
 - ``less robust`` / ``more robust``: Welch, Holm p < alpha;
 - ``equivalent``: TOST, Holm p < alpha (only with a margin);
+- ``identical``: every run of both models gave the same accuracy (both at 0% under a
+  strong attack, say): there is no difference to test;
 - ``inconclusive``: neither; with the runs per model that a two-sided t-test at
   Holm's strictest level would need for 80% power at the observed difference and
   spread (a paper estimate, like the training verdict's);
@@ -93,6 +95,8 @@ def compare(rows: pd.DataFrame, baseline: str, other: str, attacks: list[str],
                 lambda n, diff=diff, sd=sd: stats.t_test_power(diff, sd, n, level), POWER)
         if math.isnan(p):
             outcome = "untestable"
+        elif a.min() == a.max() == b.min() == b.max():
+            outcome = "identical"  # every run of both gave the same accuracy: nothing to test
         elif p_holm < settings.alpha:
             outcome = "more robust" if diff > 0 else "less robust"
         elif not math.isnan(t_holm) and t_holm < settings.alpha:
@@ -144,6 +148,11 @@ def pair_line(comparisons: list[RobustComparison], trained: str, alpha: float) -
                    else "the largest difference")
         parts.append(f"{outcome} in {len(hits)} of {len(tested)} tests ({_where(hits)}; "
                      f"{extreme} {_detail(largest)})")
+    same = [c for c in tested if c.outcome == "identical"]
+    if same:
+        levels = sorted({f"{100 * c.a[0]:.2f}%" for c in same})
+        parts.append(f"identical in every run in {len(same)} ({_where(same)}; both at "
+                     f"{', '.join(levels)})")
     open_ = [c for c in tested if c.outcome == "inconclusive"]
     if open_:
         known = [c.runs_needed for c in open_ if c.runs_needed is not None]

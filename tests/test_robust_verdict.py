@@ -154,3 +154,14 @@ def test_training_comparisons_stay_within_a_procedure():
     assert same_training_pairs(models, procedures) == [
         ("cnn_bn", "cnn"), ("cnn_bn-batch", "cnn"), ("cnn_bn-at", "cnn-at")]
     assert same_training_pairs(["cnn", "cnn_bn"], {}) == [("cnn_bn", "cnn")]
+
+
+def test_models_broken_in_every_run_are_identical_not_inconclusive():
+    rows = pd.DataFrame(_rows("cnn", "pgd", 0.3, [0.0] * 3) + _rows("cnn_bn", "pgd", 0.3, [0.0] * 3)
+                        + _rows("cnn", "pgd", 0.1, [0.7, 0.72, 0.71])
+                        + _rows("cnn_bn", "pgd", 0.1, [0.70, 0.73, 0.69]))
+    found = robust_verdict.compare(rows, "cnn", "cnn_bn", ["pgd"], Settings())
+    assert [c.outcome for c in found] == ["inconclusive", "identical"]
+    line = robust_verdict.pair_line(found, "both trained: standard", 0.05)
+    assert "identical in every run in 1 (pgd at ε = 0.3; both at 0.00%)" in line
+    assert "inconclusive in 1 (pgd at ε = 0.1; about " in line
