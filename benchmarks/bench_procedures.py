@@ -16,18 +16,14 @@ would take at that rate. ``pgd_at`` and ``trades`` run with ``--steps`` attack s
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 from collections.abc import Sequence
 
 from bench_checkpoint import machine
 
 from benchlab.components import DatasetInfo, DatasetSplit
+from benchlab.execute.train import bind_procedure
 from benchlab.training import THREADS_PER_RUN, TrainConfig, pack_size, train_runs
-
-
-def _call(procedure, params, model, images, labels, generator):
-    return procedure(model, images, labels, generator, params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -63,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, values in given.items():
         component = registry.get("procedure", name)
         params = component.validate_params(values)
-        procedures[name] = functools.partial(_call, component.obj, params)
+        procedures[name] = bind_procedure(component, params)
         declared = component.extra.get("passes", 1)
         passes[name] = declared(params) if callable(declared) else declared
 

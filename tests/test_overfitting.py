@@ -4,8 +4,6 @@ collapsed."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +12,7 @@ import yaml
 
 from benchlab import training
 from benchlab.components import DatasetSplit
+from benchlab.execute.train import bind_procedure
 from benchlab.plugins import default_registry
 from benchlab.report import render
 from benchlab.report.overfitting import outcomes
@@ -49,7 +48,7 @@ def test_an_adversarial_run_records_pgd_accuracy_on_its_curve_and_a_standard_one
     registry = default_registry()
     component = registry.get("procedure", "fgsm_at")
     params = component.validate_params({"eps": 0.2})
-    procedure = functools.partial(lambda p, q, *a: p(*a, q), component.obj, params)
+    procedure = bind_procedure(component, params)
     config = training.TrainConfig(epochs=1, batch_size=16, eval_every=2)
     train, test = _split(64, 0), _split(32, 1)
     (adversarial,) = training.train_runs(lambda: tiny_cnn(), train, test, config, [1],

@@ -40,7 +40,12 @@ def step_loss(job: Job, ws: Workspace) -> training.StepLoss | None:
     if job.procedure is None:
         return None
     component = ws.registry.get("procedure", job.procedure.name)
-    params = component.validate_params(job.procedure.params)
+    return bind_procedure(component, component.validate_params(job.procedure.params))
+
+
+def bind_procedure(component, params) -> training.StepLoss:
+    """A registered procedure with its validated parameters, as the trainer calls it:
+    ``(model, images, labels, generator) -> (loss, logits)``."""
     return functools.partial(_call_procedure, component.obj, params)
 
 
