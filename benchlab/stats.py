@@ -273,6 +273,32 @@ def early_auc(steps: Sequence[float], values: Sequence[float], horizon: float) -
     return float(area / (horizon - xs[0]))
 
 
+def lead_step(steps: Sequence[float], diffs: Sequence[float], horizon: float,
+              share: float = 0.9) -> float:
+    """The step by which ``share`` of the area of a difference curve over
+    [first point, ``horizon``] has accumulated (trapezoid rule, as :func:`early_auc`).
+
+    ``diffs`` is one model's mean learning curve minus another's at ``steps``: the
+    answer says how early in the window a difference in early-window mean accuracy
+    was made. NaN when the window is not covered or the area is zero; the first step
+    at which the running area reaches ``share`` of the whole, in the whole's sign.
+    """
+    order = np.argsort(np.asarray(steps, dtype=float))
+    x = np.asarray(steps, dtype=float)[order]
+    y = np.asarray(diffs, dtype=float)[order]
+    if x.size < 2 or x[0] >= horizon or x[-1] < horizon or not 0 < share <= 1:
+        return math.nan
+    inside = x < horizon
+    xs = np.append(x[inside], horizon)
+    ys = np.append(y[inside], np.interp(horizon, x, y))
+    running = np.cumsum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2)
+    total = running[-1]
+    if total == 0 or not math.isfinite(total):
+        return math.nan
+    reached = np.nonzero(running / total >= share)[0]
+    return float(xs[1:][reached[0]])
+
+
 def format_mean_std(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
     if s.n == 0:
         return "–"

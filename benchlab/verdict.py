@@ -40,6 +40,7 @@ from benchlab.suite.schema import (
 
 CURVE_METRIC = "step_test_acc"
 POWER = 0.8  # the power a "runs needed" estimate aims for
+LEAD_SHARE = 0.9  # "90% of the early-window difference was made by step N"
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,21 @@ def convergence(per_run: pd.DataFrame, baseline: str, other: str,
     return out
 
 
+def lead_step(curves: pd.DataFrame, baseline: str, other: str, settings: Settings,
+              share: float = LEAD_SHARE) -> float:
+    """The step by which ``share`` of the early-window accuracy difference between the
+    two models' mean learning curves has been made (NaN when undefined): what "higher
+    mean accuracy over the first epoch" means in steps."""
+    means = curves.groupby(["model", "step"])["value"].mean()
+    if other not in means.index.get_level_values(0) or \
+            baseline not in means.index.get_level_values(0):
+        return math.nan
+    both = pd.concat([means[other], means[baseline]], axis=1, join="inner").dropna()
+    horizon = settings.auc_epochs * steps_per_epoch(curves)
+    return stats.lead_step(both.index.to_numpy(float), (both.iloc[:, 0] - both.iloc[:, 1])
+                           .to_numpy(float), horizon, share)
+
+
 @dataclass(frozen=True)
 class Equivalence:
     epoch: int
@@ -296,7 +312,9 @@ def convergence_line(c: Comparison, baseline: str, other: str, settings: Setting
         return text + " → untestable (fewer than two runs per model)"
     if c.p_holm < settings.alpha:
         better = c.diff < 0 if c.faster_when == "lower" else c.diff > 0
-        return text + f" → **{other} {'faster' if better else 'slower'}**"
+        word = ("higher" if better else "lower") if is_auc else \
+            ("faster" if better else "slower")
+        return text + f" → **{other} {word}**"
     text += " → **inconclusive**"
     if c.never is not None and c.never == (c.other.size, c.baseline.size):
         text += " (no run of either model reached it: train longer)"
@@ -355,6 +373,27 @@ def equivalence_line(e: Equivalence, baseline: str, other: str, settings: Settin
                  f"±{e.margin * 100:g} pp with {POWER:.0%} power, if the true difference is 0 "
                  f"and the spread is as observed)")
     return text
+
+
+def one_sided_lines(e: Equivalence, baseline: str, other: str, settings: Settings) -> list[str]:
+    """The two one-sided readings of the final accuracy, each a claim of its own: "does
+    not improve on the baseline by the margin or more" (non-superiority) and "is not
+    worse by the margin or more" (non-inferiority). They are TOST's two halves, each
+    tested alone at ``alpha``; empty when untestable."""
+    t, m = e.tost, e.margin * 100
+    if e.outcome == "untestable" or math.isnan(t.p_upper):
+        return []
+
+    def reading(p: float, claim: str) -> str:
+        shown = "**shown**" if p < settings.alpha else "**not shown**"
+        return f"{claim}: one-sided Welch p = {fmt_p(p)} → {shown}"
+
+    return [reading(t.p_upper, f"{other} does not improve on {baseline} by {m:g} pp or more "
+                               f"(non-superiority; the reading of a claim that {other} does "
+                               "not improve the accuracy)"),
+            reading(t.p_lower, f"{other} is not worse than {baseline} by {m:g} pp or more "
+                               f"(non-inferiority; the reading of a claim that {other} "
+                               "costs no accuracy)")]
 
 
 def _sd(x: np.ndarray) -> float:

@@ -155,3 +155,22 @@ def test_a_sequential_run_on_dask_submits_the_next_looks_runs(tmp_path):
     assert [x["planned"] for x in looks] == [2, 4]
     workers = {w.split(" ")[0] for w in pd.read_csv(tmp_path / "run" / "jobs.csv")["where"]}
     assert all(w.startswith("tcp://") for w in workers)
+
+
+def test_the_one_sided_readings_of_a_sequential_run_name_the_look_that_showed_each():
+    from benchlab.report.sequential import _one_sided
+    name = "final accuracy: bn against plain"
+
+    def at(planned, p_lower, p_upper, level):
+        return {"planned": planned, "parts": [{"part": name, "margin": 0.001,
+                                               "tost_p_lower": p_lower,
+                                               "tost_p_upper": p_upper,
+                                               "level_one_sided": level}]}
+
+    # the upper side crosses its boundary at the second look only (0.004 < 0.005,
+    # while 0.003 at the first look is above that look's 0.001); the lower never does
+    looks = [at(8, 0.4, 0.003, 0.001), at(12, 0.3, 0.004, 0.005), at(16, None, None, 0.02)]
+    text = _one_sided(name, looks)
+    assert ("bn does not improve on plain by 0.1 pp or more (non-superiority): **shown** at "
+            "the look at 12 runs per model") in text
+    assert "(non-inferiority): **not shown** at any look" in text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from scipy import stats as scipy_stats
 
 from benchlab import stats, verdict
 from benchlab.report import render
+from benchlab.report.convergence import section
 
 SETTINGS = verdict.Settings(alpha=0.05, step_thresholds=(0.97, 0.98), auc_epochs=1.0,
                             margin_pp=0.1)
@@ -218,3 +221,59 @@ def test_a_curve_of_step_0_alone_says_so_without_a_step_count():
     assert "nan" not in line.lower()
     assert "(area under the curve) on the test split: not tested" in line
     assert "their learning curves hold no point after step 0" in line
+
+
+def test_lead_step_says_when_an_early_window_difference_was_made():
+    steps = [0, 100, 200, 300, 400]
+    # a constant difference: the area grows linearly, 90% of it by step 360 -> first
+    # evaluated step at or past it: 400
+    assert stats.lead_step(steps, [0.01] * 5, 400) == 400
+    # all of the difference in the first 100 steps (then none): made by step 100
+    assert stats.lead_step(steps, [0.04, 0.0, 0.0, 0.0, 0.0], 400) == 100
+    # a negative difference reads the same way (share of the area, in its sign)
+    assert stats.lead_step(steps, [-0.04, 0.0, 0.0, 0.0, 0.0], 400) == 100
+    assert math.isnan(stats.lead_step(steps, [0.0] * 5, 400))   # no difference to place
+    assert math.isnan(stats.lead_step(steps, [0.01] * 5, 500))  # window not covered
+
+
+def _front_loaded(lead: float, runs: int = 6) -> list[list[float]]:
+    """Curves ahead by ``lead`` at step 100 only, equal from step 200 on (every 100
+    steps, 400 per epoch), with run-to-run noise that keeps the steps-to-threshold tied."""
+    rng = np.random.default_rng(3)
+    return [[0.1, 0.9 + lead + rng.normal(0, 0.002), 0.975, 0.985, 0.99, 0.99, 0.99, 0.99]
+            for _ in range(runs)]
+
+
+def test_the_headline_names_the_statistic_that_showed_a_difference_and_the_others():
+    frame = curve_frame({"plain": _front_loaded(0.0), "bn": _front_loaded(0.05)})
+    for column in ("dataset", "attack", "eps", "explainer"):
+        frame[column] = math.nan
+    with tempfile.TemporaryDirectory() as out:
+        lines, _ = section(frame, Path(out), ["plain", "bn"], SETTINGS, "the test split")
+    head = lines[0]
+    assert "converges faster" not in head
+    assert "shown by 1 of 3 statistics" in head
+    assert "**bn has higher test accuracy than plain early in training**" in head
+    assert "90% of it made by step 200 of 400" in head
+    assert "not shown (inconclusive): steps to 97%, steps to 98%" in head
+    assert lines[-1].endswith("→ **bn higher**")
+
+
+def test_the_one_sided_readings_of_the_final_accuracy_are_the_halves_of_tost():
+    rng = np.random.default_rng(0)
+    bn = 0.9855 + rng.normal(0, 0.0016, 24)   # 0.07 pp below, as in the 24-run study
+    plain = 0.9862 + rng.normal(0, 0.0008, 24)
+    rows = [{"model": m, "run": r, "seed": r + 1, "epoch": 2, "value": v}
+            for m, values in (("bn", bn), ("plain", plain)) for r, v in enumerate(values)]
+    claim = verdict.equivalence(pd.DataFrame(rows), "plain", "bn", SETTINGS)
+    up, down = verdict.one_sided_lines(claim, "plain", "bn", SETTINGS)
+    # non-superiority: H0 diff >= +margin, Welch's one-sided test by hand
+    se = math.sqrt(bn.var(ddof=1) / 24 + plain.var(ddof=1) / 24)
+    df = se**4 / ((bn.var(ddof=1) / 24) ** 2 / 23 + (plain.var(ddof=1) / 24) ** 2 / 23)
+    p_up = scipy_stats.t.cdf((bn.mean() - plain.mean() - 0.001) / se, df)
+    assert claim.tost.p_upper == pytest.approx(p_up)
+    assert f"p = {verdict.fmt_p(p_up)}" in up and "non-superiority" in up
+    assert up.endswith("**shown**") == (p_up < 0.05)
+    assert "non-inferiority" in down
+    assert down.endswith("**shown**") == (claim.tost.p_lower < 0.05)
+    assert max(claim.tost.p_upper, claim.tost.p_lower) == claim.tost.p

@@ -5,6 +5,7 @@ the baseline, with the verdict lines they support."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -61,9 +62,10 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
                 "p": verdict.fmt_p(c.p), "p (Holm)": verdict.fmt_p(c.p_holm),
                 "paired p": verdict.fmt_p(c.paired_p),
                 "paired r": number(c.paired_r)})
-        outcome = verdict.convergence_outcome(comparisons, settings.alpha)
+        lead = verdict.lead_step(curves, baseline, other, settings)
         lines.insert(len(lines) - len(comparisons),
-                     _head(outcome, other, baseline, named=len(pairs) > 1))
+                     _head(comparisons, settings, other, baseline, lead, per_epoch_steps,
+                           named=len(pairs) > 1))
         md += [f"### {other} against {baseline}", "",
                f"n = {comparisons[0].other.size} and {comparisons[0].baseline.size} runs; Welch "
                "t-tests, Holm-corrected over the statistics; paired p / r: the same runs paired "
@@ -72,15 +74,58 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
     return lines, md
 
 
-def _head(outcome: str, other: str, baseline: str, named: bool = False) -> str:
-    """The verdict line above the per-statistic lines of one comparison (``named``:
-    saying which, when there are several)."""
-    text = {"faster": f"**{other} converges faster than {baseline}**",
-            "slower": f"**{other} converges more slowly than {baseline}**",
-            "mixed": "**mixed: the statistics point in opposite directions**",
-            "inconclusive": "**inconclusive with these runs**"}[outcome]
+def _head(comparisons: list[verdict.Comparison], settings: verdict.Settings, other: str,
+          baseline: str, lead: float, per_epoch_steps: float, named: bool = False) -> str:
+    """The verdict line above the per-statistic lines of one comparison: which
+    statistics showed a difference, in their own terms, and which did not (``named``:
+    saying which comparison, when there are several)."""
     which = f", {other} against {baseline}" if named else ""
-    return f"- **Faster convergence{which}:** {text} (Holm-corrected, one line per statistic):"
+    shown, not_shown = [], []
+    for c in comparisons:
+        if math.isnan(c.p_holm) or c.p_holm >= settings.alpha:
+            not_shown.append(_name(c, settings))
+        else:
+            shown.append(_shown(c, settings, other, baseline, lead, per_epoch_steps))
+    outcome = verdict.convergence_outcome(comparisons, settings.alpha)
+    if all(math.isnan(c.p_holm) for c in comparisons):
+        return (f"- **Faster convergence{which}:** **not tested**: none of the "
+                f"{len(comparisons)} statistics could be computed for two runs per model "
+                "(why, one line per statistic):")
+    if not shown:
+        return (f"- **Faster convergence{which}:** **inconclusive with these runs**: none of "
+                f"the {len(comparisons)} statistics differs (Holm-corrected, one line per "
+                "statistic):")
+    text = (f"- **Faster convergence{which}:** "
+            + ("**mixed: the statistics point in opposite directions**: "
+               if outcome == "mixed" else "")
+            + f"shown by {len(shown)} of {len(comparisons)} statistics: "
+            + "; ".join(shown))
+    if not_shown:
+        text += "; not shown (inconclusive): " + ", ".join(not_shown)
+    return text + " (Holm-corrected, one line per statistic):"
+
+
+def _name(c: verdict.Comparison, settings: verdict.Settings) -> str:
+    if c.statistic == "auc":
+        return f"mean accuracy over the first {settings.auc_epochs:g} epoch(s)"
+    return c.statistic
+
+
+def _shown(c: verdict.Comparison, settings: verdict.Settings, other: str, baseline: str,
+           lead: float, per_epoch_steps: float) -> str:
+    """What a significant statistic shows, in the words of what it measures."""
+    better = c.diff < 0 if c.faster_when == "lower" else c.diff > 0
+    if c.statistic != "auc":
+        target = c.statistic.removeprefix("steps to ")
+        return (f"**{other} reaches {target} in {'fewer' if better else 'more'} steps than "
+                f"{baseline}** ({c.diff:+.0f} steps)")
+    text = (f"**{other} has {'higher' if better else 'lower'} test accuracy than {baseline} "
+            f"early in training** (mean accuracy over the first {settings.auc_epochs:g} "
+            f"epoch(s) {c.diff * 100:+.2f} pp")
+    if math.isfinite(lead):
+        horizon = settings.auc_epochs * per_epoch_steps
+        text += f", {verdict.LEAD_SHARE:.0%} of it made by step {lead:.0f} of {horizon:.0f}"
+    return text + ")"
 
 
 def _eval_every(curves: pd.DataFrame) -> str:

@@ -86,9 +86,11 @@ def section(results: pd.DataFrame, out: Path, thresholds: tuple[float, ...],
             md += welch_md
             claim = verdict.equivalence(test, baseline, other, settings)
             if claim is not None:
-                lines.append("- **Same final accuracy:** "
+                lines.append("- **Same final accuracy** (both directions, TOST): "
                              + verdict.equivalence_line(claim, baseline, other, settings,
                                                         test_set))
+                lines += ["  - " + line for line in
+                          verdict.one_sided_lines(claim, baseline, other, settings)]
             lines.append(f"- **Per-epoch test accuracy** (Welch, Holm-corrected over "
                          f"{len(set(test['epoch']))} epochs): "
                          + sentence.removeprefix("**Verdict:** "))

@@ -36,6 +36,8 @@ def lines(out: Path) -> list[str]:
           "numbers."]
     for part in last["parts"]:
         md.append("  - " + _part(part, last))
+        if part["kind"] == "final accuracy":
+            md.append("    - " + _one_sided(part["part"], looks))
     md.append("  - " + _cost(Path(out), design, looks))
     return md
 
@@ -59,6 +61,33 @@ def _part(part: dict, last: dict) -> str:
     ps = ", ".join(f"{s['statistic']} p = {fmt_p(s['p'] if s['p'] is not None else float('nan'))}"
                    for s in part["statistics"])
     return text + f"; {ps}; Holm level {fmt_p(part['level'])} (|z| ≥ {part['z']:.2f})"
+
+
+def _one_sided(name: str, looks: list[dict]) -> str:
+    """The two one-sided readings of a final-accuracy part (TOST's halves, each a
+    group-sequential test of its own at the one-sided boundaries): the first look at
+    which each was shown."""
+    other, _, baseline = name.removeprefix("final accuracy: ").partition(" against ")
+    first: dict[str, int | None] = {"p_upper": None, "p_lower": None}
+    margin = None
+    for look in looks:
+        for part in look["parts"]:
+            if part["part"] != name:
+                continue
+            margin = part["margin"]
+            for side in first:
+                p = part[f"tost_{side}"]
+                if first[side] is None and p is not None and p < part["level_one_sided"]:
+                    first[side] = look["planned"]
+    m = f"{margin * 100:g} pp" if margin is not None else "the margin"
+
+    def when(at: int | None) -> str:
+        return (f"**shown** at the look at {at} runs per model" if at is not None
+                else "**not shown** at any look")
+
+    return (f"one-sided readings: {other} does not improve on {baseline} by {m} or more "
+            f"(non-superiority): {when(first['p_upper'])}; {other} is not worse by {m} or "
+            f"more (non-inferiority): {when(first['p_lower'])}")
 
 
 def _cost(out: Path, design: dict, looks: list[dict]) -> str:
