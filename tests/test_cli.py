@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,11 +107,21 @@ def _measurements(path: Path) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns[:-1]), na_position="first").reset_index(drop=True)
 
 
-@pytest.mark.slow
-def test_fgsm_gradcam_suite_on_real_mnist(tmp_path, cache_env):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def small_fgsm_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One complete small run of fgsm_gradcam.yaml from an empty model cache, shared by
+    the tests that check it and the one that compares an interrupted run against it."""
+    root = tmp_path_factory.mktemp("fgsm-run")
+    out = root / "run"
     result = benchlab("run", "suites/fgsm_gradcam.yaml", *SMALL, "--out", str(out),
-                      "--device", "cpu", env=cache_env, timeout=900)
+                      "--device", "cpu", env={"BENCHLAB_CACHE": str(root / "cache")},
+                      timeout=900)
+    return out, result
+
+
+@pytest.mark.slow
+def test_fgsm_gradcam_suite_on_real_mnist(small_fgsm_run):
+    out, result = small_fgsm_run
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)
     results = pd.read_csv(out / "results.csv")
@@ -146,18 +157,19 @@ def test_fgsm_gradcam_suite_on_real_mnist(tmp_path, cache_env):
             assert explained[(model, attack, "random", 0.3, "cam_empty_share")] == 0
             assert abs(explained[(model, attack, "random", 0.3, "cam_similarity")]) < 0.05
 
-    # report redraws from results.csv alone
-    (out / "robustness.png").unlink()
-    redo = benchlab("report", str(out))
-    assert redo.returncode == 0 and (out / "robustness.png").exists()
+    # report redraws from results.csv alone (into a copy: the run is shared)
+    copy = out.parent / "redrawn"
+    shutil.copytree(out, copy)
+    (copy / "robustness.png").unlink()
+    redo = benchlab("report", str(copy))
+    assert redo.returncode == 0 and (copy / "robustness.png").exists()
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_jobs_and_resume_completes_them(tmp_path, cache_env):
+def test_ctrl_c_keeps_finished_jobs_and_resume_completes_them(tmp_path, cache_env,
+                                                              small_fgsm_run):
     args = ["suites/fgsm_gradcam.yaml", *SMALL, "--device", "cpu"]
-    reference = tmp_path / "reference"
-    done = benchlab("run", *args, "--out", str(reference),
-                    env={"BENCHLAB_CACHE": str(tmp_path / "ref-cache")}, timeout=900)
+    reference, done = small_fgsm_run  # the same suite run whole, with its own model cache
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "interrupted"

@@ -362,3 +362,43 @@ def test_a_bf16_curve_is_evaluated_in_bf16_and_agrees_with_the_float32_evaluatio
     # the same trained model: bf16 and float32 evaluations differ by rounding only
     assert last.test_acc == pytest.approx(result.epochs[-1].test_acc, abs=0.03)
     assert last.test_loss == pytest.approx(result.epochs[-1].test_loss, rel=0.05)
+
+
+# -- evaluation on the cores a lone run leaves idle ------------------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_evaluation_shared_over_threads_gives_the_one_thread_result_exactly(precision):
+    (trained,) = train_runs(cnn_bn, TRAIN, TEST, ONE_EPOCH, seeds=[3], pack=1)
+    model = cnn_bn()
+    model.load_state_dict(trained.state_dict)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        alone = evaluate(model, TEST, batch_size=30)  # 7 batches, the last one short
+        shared = evaluate(model, TEST, batch_size=30, workers=3)
+        fp32 = evaluate(model, TEST, batch_size=30, workers=1) if precision == "fp32" else None
+    assert shared == alone  # to the last bit, not approximately
+    assert torch.get_num_threads() == 1
+    if precision == "bf16":  # the caller's autocast reached the worker threads
+        assert evaluate(model, TEST, batch_size=30, workers=3) != shared
+    else:
+        assert fp32 == alone
+
+
+def test_a_lone_run_evaluated_on_the_idle_core_trains_exactly_as_on_one_thread(threads,
+                                                                                 monkeypatch):
+    """A process with two threads trains a lone run on one (``threads=1``) and
+    evaluates it on both: every metric and weight is the one-thread process's."""
+    import benchlab.training.run as run_module
+    shared = []
+    original = run_module._in_threads
+    monkeypatch.setattr(run_module, "_in_threads",
+                        lambda work, items, workers: shared.append(workers)
+                        or original(work, items, workers))
+    config = replace(ONE_EPOCH, eval_every=4, test_batch_size=50)
+    one = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[4], pack=1, threads=1)
+    assert shared == []  # one thread in the process: nothing to share
+    threads(2)
+    two = train_runs(cnn_bn, TRAIN, TEST, config, seeds=[4], pack=1, threads=1)
+    assert torch.get_num_threads() == 2
+    assert shared and set(shared) == {2}  # the curve's and the epoch's evaluations
+    assert_same_runs(one, two, rtol=0, atol=0)
+    assert [s.test_loss for s in one[0].steps] == [s.test_loss for s in two[0].steps]

@@ -97,9 +97,14 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
         if len(indices) == 1:
             i = indices[0]
             emit = functools.partial(on_epoch or ignore, i)
+            # a run trained alone on fewer threads than the process has: the others
+            # evaluate it (the same results as one thread would give)
+            spare = torch.get_num_threads() // threads \
+                if threads and device.type == "cpu" else 1
             with _naming_run(i), _intra_op_threads(threads if device.type == "cpu" else None):
                 results[i] = train_run(models[i], seeds[i], data, config, device, emit,
                                        pack=1, procedure=procedure, curve_eps=curve_eps,
+                                       eval_workers=max(1, spare),
                                        **_resuming(checkpoints, i))
         else:
             for i, result in _train_concurrently(models, seeds, data, config, device,

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import torch
@@ -30,28 +31,60 @@ from benchlab.training.randomness import (
 )
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 1000,
-             device: torch.device | str = "cpu") -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``split``, in eval mode and float32.
+             device: torch.device | str = "cpu", workers: int = 1) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``, in eval mode, with
+    float32 logits (under the caller's autocast, if any).
 
-    The model's train/eval mode is restored afterwards.
+    ``workers`` > 1 (CPU): the batches are shared out over that many threads, one
+    intra-op thread each, so that cores a run's training leaves idle evaluate it. Every
+    batch is computed exactly as alone and the sums are taken in batch order, so the
+    result is the same to the last bit for any number of workers. The model's
+    train/eval mode is restored afterwards.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        for begin in range(0, len(split), batch_size):
+    starts = list(range(0, len(split), batch_size))
+    # the caller's autocast, carried into the worker threads (autocast is per thread)
+    settings = {"device_type": device.type, "enabled": torch.is_autocast_enabled(device.type),
+                "dtype": torch.get_autocast_dtype(device.type)}
+
+    def batch(begin: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # inference mode and autocast are per thread: entered here, in whichever runs it
+        with torch.inference_mode(), torch.autocast(**settings):
             images = to_float(split.images[begin:begin + batch_size].to(device))
             labels = split.labels[begin:begin + batch_size].to(device)
             logits = model(images).float()
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
+            return (F.cross_entropy(logits, labels, reduction="sum"),
+                    (logits.argmax(dim=1) == labels).sum())
+
+    try:
+        if workers > 1 and device.type == "cpu" and len(starts) > 1:
+            parts = _in_threads(batch, starts, workers)
+        else:
+            parts = [batch(begin) for begin in starts]
+        with torch.inference_mode():
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for loss, hits in parts:  # in batch order, as one thread would add them
+                loss_sum += loss
+                correct += hits
     finally:
         model.train(was_training)
     return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+def _in_threads(work: Callable[[int], tuple[torch.Tensor, torch.Tensor]], items: list[int],
+                workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[work(x) for x in items]`` on ``workers`` threads, one intra-op thread each."""
+    def one_thread(x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.set_num_threads(1)  # this thread's OpenMP team: one thread
+        return work(x)
+
+    with ThreadPoolExecutor(min(workers, len(items)),
+                            thread_name_prefix="benchlab-eval") as pool:
+        return list(pool.map(one_thread, items))
 
 
 #: the attack a learning curve of an adversarially trained run is also evaluated under:
@@ -135,7 +168,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
               resume: checkpoint.State | None = None,
               save: Callable[[checkpoint.State], None] | None = None,
               every: int | None = None, procedure: StepLoss | None = None,
-              curve_eps: float | None = None) -> RunResult:
+              curve_eps: float | None = None, eval_workers: int = 1) -> RunResult:
     """Train one freshly built run for all epochs, with its own generator.
 
     ``resume``: a checkpoint of this run to continue from. ``save(state)`` is called
@@ -145,6 +178,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     training device, whose state every checkpoint keeps, so a procedure that keeps
     no state of its own resumes exactly. ``curve_eps``: with a learning curve, also
     record its accuracy under a short PGD of that radius (:func:`robust_accuracy`).
+    ``eval_workers``: threads the evaluations share their batches over (:func:`evaluate`;
+    the same results for any number).
     """
     generator = torch.Generator().manual_seed(seed)
     # Masks are drawn on the training device; there, a generator of that device.
@@ -155,7 +190,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device),
                  procedure, mask_generator)
     step.steps = config.epochs * math.ceil(len(data) / config.batch_size)
-    curve = _Curve(model, data, config, device, curve_eps) if config.eval_every else None
+    curve = _Curve(model, data, config, device, curve_eps, eval_workers) \
+        if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
     position, partial = checkpoint.Position(), None
@@ -184,7 +220,8 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
                 step, data, config, generator, cancel, curve, position, partial,
                 snapshot if every else None, every)
             partial = None
-            test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device)
+            test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device,
+                                           eval_workers)
             record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc,
                                  seconds, pack * len(data) / seconds)
             records.append(record)
@@ -288,9 +325,10 @@ class _Curve:
     ``config.eval_every`` optimisation steps, counted across epochs."""
 
     def __init__(self, model: nn.Module, data: Data, config: TrainConfig,
-                 device: torch.device, robust_eps: float | None = None) -> None:
+                 device: torch.device, robust_eps: float | None = None,
+                 workers: int = 1) -> None:
         assert config.eval_every is not None
-        self.robust_eps = robust_eps
+        self.robust_eps, self.workers = robust_eps, workers
         self.model, self.split, self.device = model, data.curve, device
         self.every, self.batch_size = config.eval_every, config.test_batch_size
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
@@ -304,7 +342,8 @@ class _Curve:
         start = time.perf_counter()
         robust = None
         with torch.autocast(**self.autocast):
-            loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device)
+            loss, accuracy = evaluate(self.model, self.split, self.batch_size, self.device,
+                                      self.workers)
             if self.robust_eps is not None:
                 robust = robust_accuracy(self.model, self.split, self.robust_eps,
                                          self.batch_size, self.device)
