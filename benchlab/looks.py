@@ -15,7 +15,11 @@ Holm's step-down under the spending), when the run has learning curves (decided
 *untestable* when the curves are too short for every statistic, which more runs
 would not change), and *final
 accuracy* (TOST against ``report.equivalence_margin`` and the two-sided Welch test),
-when the suite sets a margin.
+when the suite sets a margin, each for the pairs the report compares (each model
+against the first trained the same way); and *robustness* (each attack and ε > 0 of
+a pair, :mod:`benchlab.robust_verdict`'s cells: Holm's step-down under the spending
+for a difference, every cell's TOST for equivalence), when the suite attacks both
+models of a pair.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchlab import verdict
+from benchlab import robust_verdict, stats, verdict
 from benchlab.files import atomic_write_text
 from benchlab.sequential import Design, boundaries
 from benchlab.suite.schema import RunsRange, Suite
 
-__all__ = ["LOOKS_FILE", "design_of", "look", "read_looks", "settings_of", "write_looks"]
+__all__ = ["LOOKS_FILE", "design_of", "look", "pairs_of", "read_looks", "settings_of",
+           "write_looks"]
 
 LOOKS_FILE = "looks.json"
 UNDECIDED = ("undecided", "inconclusive")
@@ -66,19 +71,45 @@ def write_looks(root: Path, design: Design, looks: list[dict[str, Any]]) -> None
                       json.dumps({"design": head, "looks": looks}, indent=2) + "\n")
 
 
+Pair = tuple[str, str]
+
+
+def pairs_of(suite: Suite) -> tuple[list[Pair], list[Pair]]:
+    """The (model, against) pairs a look tests, as the report compares them: for
+    training, each model against the first model trained the same way; for robustness,
+    ``report.robustness_pairs`` or those same pairs."""
+    groups: dict[str, list[str]] = {}
+    for model in suite.models:
+        procedure = model.procedure or suite.train.procedure
+        how = "standard" if procedure is None else \
+            json.dumps(procedure.model_dump(mode="json"), sort_keys=True, default=str)
+        groups.setdefault(how, []).append(model.key)
+    same = [(other, members[0]) for members in groups.values() for other in members[1:]]
+    named = suite.report.robustness_pairs
+    return same, ([(a, b) for a, b in named] if named else same)
+
+
 def look(design: Design, results: pd.DataFrame, settings: verdict.Settings, planned: int,
-         before: list[dict[str, Any]]) -> dict[str, Any]:
-    """The look at ``planned`` runs per model, after the looks ``before`` it."""
+         before: list[dict[str, Any]], pairs: list[Pair] | None = None,
+         robust_pairs: list[Pair] | None = None) -> dict[str, Any]:
+    """The look at ``planned`` runs per model, after the looks ``before`` it.
+
+    ``pairs``: the (model, against) pairs of the training parts (default: every model
+    against the first); ``robust_pairs``: those of the robustness parts (default:
+    ``pairs``), tested where both models were attacked."""
     k = design.schedule().index(planned)
     previous = {p["part"]: p for p in before[-1]["parts"]} if before else {}
     epochs = results[results["epoch"].notna() & results["step"].isna()]
     test_acc = epochs[epochs["metric"] == "test_acc"]
     models = list(dict.fromkeys(epochs["model"].tolist()))
+    if pairs is None:
+        pairs = [(other, models[0]) for other in models[1:]]
     curves = verdict.curve_rows(results)
     per_run = verdict.run_statistics(curves, settings) if not curves.empty else None
     parts: list[dict[str, Any]] = []
-    for other in models[1:]:
-        baseline = models[0]
+    for other, baseline in pairs:
+        if other not in models or baseline not in models:
+            continue
         if per_run is not None:
             name = f"convergence: {other} against {baseline}"
             parts.append(previous.get(name) if _decided(previous.get(name)) else
@@ -88,6 +119,21 @@ def look(design: Design, results: pd.DataFrame, settings: verdict.Settings, plan
             name = f"final accuracy: {other} against {baseline}"
             parts.append(previous.get(name) if _decided(previous.get(name)) else
                          _final(design, k, planned, name, test_acc, baseline, other, settings))
+    if {"attack", "eps", "explainer"} <= set(results.columns):
+        attacked = results[results["attack"].notna() & results["explainer"].isna()
+                           & results["epoch"].isna() & (results["metric"] == "accuracy")]
+    else:  # a run with no attack rows at all
+        attacked = results.iloc[0:0].assign(attack=None)
+    attacks = list(dict.fromkeys(attacked["attack"].tolist()))
+    for other, baseline in (robust_pairs if robust_pairs is not None else pairs):
+        name = f"robustness: {other} against {baseline}"
+        if _decided(previous.get(name)):
+            parts.append(previous[name])
+            continue
+        part = _robustness(design, k, planned, name, attacked, baseline, other, attacks,
+                           settings, previous.get(name))
+        if part is not None:
+            parts.append(part)
     n = {m: int(epochs[epochs["model"] == m]["run"].nunique()) for m in models}
     if parts and all(_decided(p) for p in parts):
         following, why = None, "every part of the claim is decided"
@@ -162,3 +208,43 @@ def _final(design: Design, k: int, planned: int, name: str, test_acc: pd.DataFra
             "z_two_sided": _z(design, k, 2, design.alpha),
             "level_one_sided": float(design.levels(k + 1, 1)[k]),
             "z_one_sided": _z(design, k, 1, design.alpha)}
+
+
+def _robustness(design: Design, k: int, planned: int, name: str, rows: pd.DataFrame,
+                baseline: str, other: str, attacks: list[str], settings: verdict.Settings,
+                before: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pair's robustness part: its (attack, ε > 0) cells as one family. *Less robust*,
+    *more robust* or *mixed* when Holm's step-down under the spending rejects a cell
+    (a cell once rejected stays rejected); *equivalent* when, with a margin, every
+    cell's TOST rejects at the one-sided boundary (an intersection-union test: no
+    multiplicity adjustment is needed for "all cells equivalent"). None: no cell."""
+    found = robust_verdict.compare(rows, baseline, other, attacks, settings)
+    if not found:
+        return None
+    p = np.array([c.p for c in found], dtype=float)
+    rejected = np.array(before["rejected"] if before and len(before["rejected"]) == len(found)
+                        else [False] * len(found))
+    now = design.holm(p, rejected, k)
+    sides = [c.diff > 0 for c, hit in zip(found, now) if hit]
+    tost = [stats.tost(c.a, c.b, settings.margin_pp / 100, settings.alpha)
+            if settings.margin_pp is not None and c.a.size > 1 and c.b.size > 1 else None
+            for c in found]
+    equivalent = all(t is not None and bool(design.equivalence(t.p_lower, t.p_upper, k))
+                     for t in tost)
+    if sides:
+        decision = "more robust" if all(sides) else "less robust" if not any(sides) \
+            else "mixed"
+    elif equivalent:
+        decision = "equivalent"
+    else:
+        decision = "inconclusive" if design.is_last(k) else "undecided"
+    r = int((~np.isnan(p) & ~now).sum()) or 1
+    return {"part": name, "kind": "robustness", "decision": decision,
+            "decided_at": planned if decision not in UNDECIDED else None,
+            "rejected": [bool(x) for x in now],
+            "cells": [{"attack": c.attack, "eps": c.eps, "diff": _num(c.diff), "p": _num(c.p),
+                       "tost_p": _num(t.p) if t is not None else None,
+                       "n": [int(c.a.size), int(c.b.size)]} for c, t in zip(found, tost)],
+            "level": float(design.levels(k + 1, 2, design.alpha / r)[k]),
+            "z": _z(design, k, 2, design.alpha / r),
+            "level_one_sided": float(design.levels(k + 1, 1)[k])}

@@ -46,7 +46,7 @@ from benchlab.executors import Done, Executor, Task
 from benchlab.files import atomic_write_text
 from benchlab.identity import expected_state, model_identity, model_key
 from benchlab.jobs import Job, expand
-from benchlab.looks import design_of, look, read_looks, settings_of, write_looks
+from benchlab.looks import design_of, look, pairs_of, read_looks, settings_of, write_looks
 from benchlab.plugins import Registry
 from benchlab.progress import Progress, describe_where
 from benchlab.runlog import run_log
@@ -231,8 +231,9 @@ class _Run:
         """Test the claim with the runs so far; True when it adds the next look's runs."""
         assert self.design is not None and self.planned is not None
         self.store.write_results(self.scheduler.order)
+        pairs, robust_pairs = pairs_of(self.suite)
         made = look(self.design, read_results(self.store.root), settings_of(self.suite),
-                    self.planned, self.looks)
+                    self.planned, self.looks, pairs, robust_pairs)
         self.looks.append(made)
         write_looks(self.store.root, self.design, self.looks)
         decided = "; ".join(f"{p['part']}: {p['decision']}" for p in made["parts"])

@@ -198,3 +198,56 @@ def _rates():  # pragma: no cover - the numbers docs/statistics.md quotes
 
 if __name__ == "__main__":  # pragma: no cover
     _rates()
+
+
+# --------------------------------------------------------------------------- robustness parts
+
+
+def _cells(rng: np.random.Generator, n_max: int, shifts: list[float], rho: float = 0.8):
+    """Per-run accuracies of two models in len(shifts) correlated (attack, ε) cells:
+    (cell, model, study, run); model a is shifted by ``shifts[cell]``."""
+    common = rng.normal(size=(2, STUDIES, n_max))
+    cells = [rho * common + math.sqrt(1 - rho**2) * rng.normal(size=common.shape)
+             for _ in shifts]
+    data = np.stack(cells)
+    data[:, 0] += np.asarray(shifts)[:, None, None]
+    return data
+
+
+def _robustness(design: Design, data: np.ndarray, margin: float) -> tuple[float, float]:
+    """Rates of a decided "different" (Holm's step-down under the spending over the
+    cells) and of "equivalent" (every cell's TOST at the one-sided boundary) at the
+    first look that decides, as :func:`benchlab.looks._robustness` decides them."""
+    m = data.shape[0]
+    rejected = np.zeros((m, STUDIES), dtype=bool)
+    decided = np.zeros(STUDIES, dtype=bool)
+    different = np.zeros(STUDIES, dtype=bool)
+    equivalent = np.zeros(STUDIES, dtype=bool)
+    for k, n in enumerate(design.schedule()):
+        x = data[..., :n]
+        stats_ = (x[:, 0].mean(-1), x[:, 0].var(-1, ddof=1), n,
+                  x[:, 1].mean(-1), x[:, 1].var(-1, ddof=1), n)
+        t, df = welch_arrays(*stats_)
+        rejected = design.holm(2 * stats.t.sf(np.abs(t), df), rejected, k)
+        t_lo, _ = welch_arrays(*stats_, shift=-margin)
+        t_up, _ = welch_arrays(*stats_, shift=margin)
+        equal_now = design.equivalence(stats.t.sf(t_lo, df), stats.t.cdf(t_up, df), k).all(0)
+        differ_now = rejected.any(0)
+        different |= ~decided & differ_now
+        equivalent |= ~decided & ~differ_now & equal_now
+        decided |= differ_now | equal_now
+    return float(different.mean()), float(equivalent.mean())
+
+
+def test_robustness_parts_keep_their_error_rates_over_the_looks():
+    design = Design(4, 12, 4)
+    # no difference in any of six correlated cells: a false "different"
+    false_different, _ = _robustness(design, _cells(np.random.default_rng(21), 12, [0.0] * 6),
+                                     margin=0.5)
+    assert false_different <= _limit(ALPHA), false_different
+    # one cell exactly at the margin, the others equal: "equivalent" is false; a wide
+    # margin makes the other cells' tests all but certain, so the bound is tight
+    _, false_equivalent = _robustness(design, _cells(np.random.default_rng(22), 12,
+                                                     [1.5, 0.0, 0.0]), margin=1.5)
+    assert false_equivalent <= _limit(ALPHA), false_equivalent
+    assert false_equivalent > 0.01  # the check has power to fail: the rate is near alpha

@@ -174,3 +174,52 @@ def test_the_one_sided_readings_of_a_sequential_run_name_the_look_that_showed_ea
     assert ("bn does not improve on plain by 0.1 pp or more (non-superiority): **shown** at "
             "the look at 12 runs per model") in text
     assert "(non-inferiority): **not shown** at any look" in text
+
+
+def _attacked(accuracies: dict[str, list[float]], eps: float = 0.3) -> pd.DataFrame:
+    """Results rows: per model, one accuracy per run under fgsm at ``eps``, and the
+    clean accuracy (ε = 0, not part of a robustness comparison)."""
+    rows = []
+    for model, values in accuracies.items():
+        for run, value in enumerate(values):
+            for e, v in ((0.0, 0.99), (eps, value)):
+                rows.append({"model": model, "run": run, "seed": run + 1, "epoch": np.nan,
+                             "step": np.nan, "attack": "fgsm", "eps": e, "explainer": np.nan,
+                             "metric": "accuracy", "value": v})
+            rows.append({"model": model, "run": run, "seed": run + 1, "epoch": 1.0,
+                         "step": np.nan, "attack": np.nan, "eps": np.nan,
+                         "explainer": np.nan, "metric": "test_acc", "value": 0.99})
+    return pd.DataFrame(rows)
+
+
+def test_a_look_decides_robustness_parts_by_pair():
+    design = Design(4, 12, 4)
+    settings = verdict.Settings(margin_pp=None)
+    pairs = [("bn", "plain")]
+    clear = _attacked({"plain": [0.60, 0.61, 0.59, 0.60], "bn": [0.30, 0.31, 0.29, 0.32]})
+    made = look(design, clear, settings, 4, [], pairs, pairs)
+    (part,) = made["parts"]
+    assert part["part"] == "robustness: bn against plain" and part["kind"] == "robustness"
+    assert part["decision"] == "less robust" and part["decided_at"] == 4
+    assert made["next"] is None and [c["eps"] for c in part["cells"]] == [0.3]
+    # within a 2-point margin, every run close: equivalent at the first look
+    close = _attacked({"plain": [0.600, 0.601, 0.599, 0.600], "bn": [0.601, 0.600, 0.600, 0.599]})
+    made = look(design, close, verdict.Settings(margin_pp=2.0), 4, [], pairs, pairs)
+    robust = [p for p in made["parts"] if p["kind"] == "robustness"]
+    assert robust[0]["decision"] == "equivalent"
+    # noisy: undecided, and the next look is asked for
+    noisy = _attacked({"plain": [0.6, 0.3, 0.5, 0.4], "bn": [0.5, 0.2, 0.6, 0.45]})
+    made = look(design, noisy, settings, 4, [], pairs, pairs)
+    assert made["parts"][0]["decision"] == "undecided" and made["next"] == 8
+    # a pair whose models were not both attacked has no robustness part
+    made = look(design, clear, settings, 4, [], pairs, [("bn", "elsewhere")])
+    assert [p["kind"] for p in made["parts"]] == []
+
+
+def test_the_pairs_of_a_suite_follow_how_its_models_were_trained(toy_registry):
+    from benchlab.looks import pairs_of
+    data = json.loads(json.dumps(SUITE))
+    suite = validate_suite(data, toy_registry)
+    assert pairs_of(suite) == ([("wide", "tiny")], [("wide", "tiny")])
+    data["report"]["robustness_pairs"] = [["tiny", "wide"]]
+    assert pairs_of(validate_suite(data, toy_registry))[1] == [("tiny", "wide")]

@@ -55,6 +55,16 @@ def _part(part: dict, last: dict) -> str:
                        f"Welch p = {fmt_p(part['welch_p'] or float('nan'))} against the "
                        f"two-sided level {fmt_p(part['level_two_sided'])} "
                        f"(|z| ≥ {part['z_two_sided']:.2f})")
+    if part["kind"] == "robustness":
+        cells = part["cells"]
+        hits = [c for c, hit in zip(cells, part["rejected"]) if hit]
+        shown = "; ".join(f"{c['attack']} ε = {c['eps']:g}: {c['diff'] * 100:+.1f} pp, "
+                          f"p = {fmt_p(c['p'] if c['p'] is not None else float('nan'))}"
+                          for c in hits)
+        return text + (f"; {len(hits)} of {len(cells)} (attack, ε) cells differ at Holm's "
+                       f"step-down under the spending" + (f" ({shown})" if shown else "")
+                       + f"; equivalence needs every cell's TOST below the one-sided level "
+                       f"{fmt_p(part['level_one_sided'])}")
     if part["decision"] == "untestable":
         return text + (": every statistic is undefined for these runs (learning curves too "
                        "short for it), which more runs would not change")
