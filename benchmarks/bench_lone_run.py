@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for _ in range(args.rounds):
         for name, run in variants.items():
             times[name].append(run())
-    print(f"\n| variant | seconds per run, best | median (range) | x 'lone, 1 core' (best) |")
+    print("\n| variant | seconds per run, best | median (range) | x 'lone, 1 core' (best) |")
     print("|---|---|---|---|")
     base = min(times["lone, 1 core"])
     for name, values in times.items():
