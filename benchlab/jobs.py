@@ -41,6 +41,10 @@ class DatasetSpec:
     # the dataset's parameters from the suite ({}: none; left out of the cache key then)
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __hash__(self) -> int:  # params is a dict: hashed as its sorted JSON
+        return hash((self.name, self.train_size, self.test_size,
+                     json.dumps(self.params, sort_keys=True)))
+
     def size(self, which: str) -> int | None:
         return self.train_size if which == "train" else self.test_size
 

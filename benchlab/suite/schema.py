@@ -408,6 +408,9 @@ class Suite(_Strict):
         procedures = [(data["train"], self.train.procedure)]
         procedures += [(entry, ref.procedure) for entry, ref in zip(data["models"], self.models)]
         for entry, procedure in procedures:
-            if procedure is not None and procedure._params is not None:
-                entry["procedure"].update(procedure._params.model_dump(mode="json"))
+            if procedure is not None:
+                for key in ("sweep_of", "swept"):
+                    entry["procedure"].pop(key, None)  # a procedure is never swept
+                if procedure._params is not None:
+                    entry["procedure"].update(procedure._params.model_dump(mode="json"))
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
