@@ -382,3 +382,27 @@ def test_a_swept_suite_runs_is_reported_by_axis_and_reuses_models(tmp_path, mnis
                              device="cpu", cache=cache, log=lambda s: None)
     trains = sorted(j for j in first.ran if j.startswith("train-"))
     assert len(trains) == 8 and sorted(again.reused) == trains
+
+
+# ----------------------------------------------------------------- the report's section
+
+
+def _rows(model, attack=None, eps=None, values=(), metric="accuracy", epoch=None):
+    return [{"job": "j", "model": model, "dataset": "toy", "run": run, "seed": run + 1,
+             "epoch": epoch, "step": None, "attack": attack, "eps": eps, "explainer": None,
+             "metric": metric, "value": value} for run, value in enumerate(values)]
+
+
+def test_the_sweep_section_tables_an_attack_axis_and_says_when_there_is_one_run(tmp_path):
+    from benchlab.report.sweep import section
+
+    suite = {"attacks": [{"name": "noise", "label": f"noise-scale_{s}", "sweep_of": "noise",
+                          "swept": {"scale": s}} for s in (1, 2)]}
+    rows = (_rows("tiny", "noise-scale_1", 0.1, [0.8, 0.7]) + _rows("tiny", "noise-scale_2",
+                                                                     0.1, [0.4]))
+    md = "\n".join(section(pd.DataFrame(rows), tmp_path, suite))
+    assert "### attack `noise` on `tiny`: 2 configurations over scale" in md
+    assert "| 1 | 75.00 [" in md and "| 2 | 40.00 (one run: no interval) |" in md
+    assert "nan" not in md
+    assert (tmp_path / "sweep_noise-tiny_scale.png").stat().st_size > 1000
+    assert section(pd.DataFrame(rows), tmp_path, {"attacks": [{"name": "noise"}]}) == []

@@ -248,7 +248,9 @@ def plot_sweep(points: list[tuple[Any, dict[str, Any], list[float]]], axis: str,
         ax.set_xticks(range(len(order)), [r.strip("'") for r in order])
     ax.set_xlabel(axis)
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(f"{title}\nmean over runs, bars: 95% t interval over runs", fontsize=9)
+    ax.set_ylim(-2, 102)  # an interval of few runs may reach past 0 or 100: the table has it
+    ax.set_title(f"{title.replace('`', '')}\nmean over runs, bars: 95% t interval over runs",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
