@@ -138,9 +138,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from benchlab.jobs import expand
 
     jobs = expand(suite)
+    _bounded(args, suite)
     kinds = {k: sum(j.kind == k for j in jobs) for k in ("train", "attack", "explain")}
-    print(f"{args.suite}: ok ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)} jobs)")
+    counted = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+    print(f"{args.suite}: ok ({counted} jobs{_sweeps_in_words(suite)})")
     return EXIT_OK
+
+
+def _sweeps_in_words(suite) -> str:
+    """"; sweeps: 4 model configurations over lr, width" for a suite with sweeps."""
+    parts = []
+    for section in ("models", "attacks", "explainers"):
+        swept = [ref for ref in getattr(suite, section) if ref.swept is not None]
+        if swept:
+            axes = dict.fromkeys(k for ref in swept for k in ref.swept)
+            parts.append(f"{len(swept)} {section[:-1]} configurations over {', '.join(axes)}")
+    return f"; sweeps: {'; '.join(parts)}" if parts else ""
+
+
+def _bounded(args: argparse.Namespace, suite) -> None:
+    """Refuse a suite whose sweeps make more jobs than SWEEP_MAX_JOBS, unless allowed."""
+    from benchlab.jobs import expand
+    from benchlab.suite import Problem, SuiteError
+    from benchlab.suite.schema import SWEEP_MAX_JOBS
+
+    if not suite.swept or getattr(args, "allow_large_sweep", False):
+        return
+    count = len(expand(suite, suite.train.max_runs))
+    if count > SWEEP_MAX_JOBS:
+        raise SuiteError([Problem(args.suite, "", f"its sweeps expand to {count} jobs, more "
+                                  f"than {SWEEP_MAX_JOBS}; pass --allow-large-sweep to run "
+                                  "them all")])
 
 
 def _checkpoint_every(text: str) -> str:
@@ -172,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not args.suite:
                 raise _UsageError("run: give a suite file (or --resume DIR)")
             suite = _load(args.suite, args.set)
+            _bounded(args, suite)
             out, lock = (_claim(Path(args.out)) if args.out
                          else _claim_new(default_output_dir(suite)))
         return _run(args, suite, out)
@@ -477,15 +506,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
+    sweep_help = ("run a suite whose sweeps expand to more jobs than the limit "
+                  "(benchlab.suite.schema.SWEEP_MAX_JOBS)")
     set_help = "override a suite key: dotted PATH (list items by index), VALUE as YAML"
     p = sub.add_parser("validate", help="check a suite without running it")
     p.add_argument("suite")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=set_help)
+    p.add_argument("--allow-large-sweep", action="store_true", help=sweep_help)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a suite")
     p.add_argument("suite", nargs="?", help="suite file (YAML)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=set_help)
+    p.add_argument("--allow-large-sweep", action="store_true", help=sweep_help)
     p.add_argument("--out", metavar="DIR",
                    help="output directory (default results/<suite>/<UTC time>/)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

@@ -52,6 +52,10 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     the code of its module (:func:`weights_code`); the standard step, named or not,
     leaves the key material as it was before procedures existed.
 
+    The entry's label is not part of it: two entries (a sweep's configuration and a
+    hand-written one) with the same component, parameters and training share one
+    trained model. A dataset's parameters count when it has any.
+
     The learning-curve keys do not change the weights, but a cache entry holds the
     curve it was trained with, so they count when a curve is recorded; without one
     they are left out and keys stay those of suites that predate them.
@@ -70,8 +74,11 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     if procedure is not None and procedure.name == DEFAULT_PROCEDURE and not procedure.params:
         procedure = None  # the step a suite without a procedure trains with: today's key
     component = registry.get("procedure", procedure.name) if procedure is not None else None
+    data = asdict(job.dataset)
+    if not data["params"]:
+        del data["params"]  # a dataset without parameters: the key of suites before them
     identity = {"model": job.model.name, "params": job.model.params,
-                "dataset": asdict(job.dataset), "train": train, "seed": job.seed,
+                "dataset": data, "train": train, "seed": job.seed,
                 "code": weights_code(model, dataset, component), "compute": compute}
     if procedure is not None:
         identity["procedure"] = {"name": procedure.name, "params": procedure.params}

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from benchlab.suite import Suite
+    from benchlab.suite.schema import AttackRef, ModelRef, Suite
 
 JobKind = Literal["train", "attack", "explain"]
 
@@ -38,6 +38,12 @@ class DatasetSpec:
     name: str
     train_size: int | None
     test_size: int | None
+    # the dataset's parameters from the suite ({}: none; left out of the cache key then)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # params is a dict: hashed as its sorted JSON
+        return hash((self.name, self.train_size, self.test_size,
+                     json.dumps(self.params, sort_keys=True)))
 
     def size(self, which: str) -> int | None:
         return self.train_size if which == "train" else self.test_size
@@ -98,7 +104,10 @@ class Job:
         return tuple(d for d in (self.train_job, self.attack_job) if d is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not data["dataset"]["params"]:
+            del data["dataset"]["params"]  # as jobs were written before datasets took any
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -137,9 +146,10 @@ def expand(suite: Suite, runs: int | None = None) -> list[Job]:
     """All jobs of a suite, each after the jobs it depends on: ``runs`` runs per model
     (default: ``train.runs``, or a range's ``min``, the runs before its first look)."""
     runs = suite.train.first_runs if runs is None else runs
-    dataset = DatasetSpec(**suite.dataset.model_dump(mode="json"))
-    train = TrainSpec(**suite.train.model_dump(mode="json",
-                                               exclude={"runs", "seed", "procedure"}))
+    dataset = DatasetSpec(**suite.dataset.model_dump(mode="json",
+                                                     include={"name", "train_size",
+                                                              "test_size"}),
+                          params=suite.dataset.params)
     default = _spec(suite.train.procedure) if suite.train.procedure is not None else None
     evaluate = EvalSpec(**suite.evaluate.model_dump(mode="json"))
     evaluated_runs = runs if suite.evaluate.runs is None else min(suite.evaluate.runs, runs)
@@ -147,37 +157,55 @@ def expand(suite: Suite, runs: int | None = None) -> list[Job]:
     for ref in suite.models:
         model = _spec(ref)
         procedure = _spec(ref.procedure) if ref.procedure is not None else default
+        train = TrainSpec(**suite.train_of(ref).model_dump(
+            mode="json", exclude={"runs", "seed", "procedure"}))
         for run in range(runs):
             seed = suite.train.seed + run
             common = dict(model=model, dataset=dataset, train=train, run=run, seed=seed,
                           procedure=procedure)
             train_id = f"train-{model.key}-r{run:02d}"
             jobs.append(Job(id=train_id, kind="train", **common))
-            if run >= evaluated_runs:
-                continue
-            attacks: list[ComponentSpec | None] = [_spec(a) for a in suite.attacks] or [None]
-            eps_of = {a.key: tuple(a.eps) for a in suite.attacks}
-            size_of = {a.key: a.test_size for a in suite.attacks}
-            for attack in attacks:
-                attack_id = None
-                if attack is not None:
-                    attack_id = f"attack-{model.key}-r{run:02d}-{attack.key}"
-                    test_size = size_of[attack.key] or suite.evaluate.test_size
-                    jobs.append(Job(id=attack_id, kind="attack", attack=attack,
-                                    eps=eps_of[attack.key],
-                                    evaluate=replace(evaluate, test_size=test_size),
-                                    train_job=train_id, **common))
-                for ex_ref in suite.explainers:
-                    explainer = _spec(ex_ref)
-                    size = ex_ref.test_size or suite.evaluate.explain_size
-                    if attack is not None:
-                        attack_size = size_of[attack.key] or suite.evaluate.test_size
-                        size = min(size, attack_size) if attack_size else size
-                    attack_part = attack.key if attack is not None else "clean"
-                    jobs.append(Job(
-                        id=f"explain-{model.key}-r{run:02d}-{attack_part}-{explainer.key}",
-                        kind="explain", attack=attack,
-                        eps=eps_of[attack.key] if attack is not None else (),
-                        explainer=explainer, evaluate=replace(evaluate, explain_size=size),
-                        train_job=train_id, attack_job=attack_id, **common))
+            if run < evaluated_runs:
+                jobs += _evaluations(suite, ref, evaluate, train_id, common)
+    return jobs
+
+
+def _evaluations(suite: Suite, model: ModelRef, evaluate: EvalSpec, train_id: str,
+                 common: dict[str, Any]) -> list[Job]:
+    """The attack and explain jobs of one trained model, as the selectors allow."""
+    jobs: list[Job] = []
+    run = common["run"]
+    attacks: list[AttackRef | None] = [a for a in suite.attacks
+                                       if a.only is None or model.selected_by(a.only.models)]
+    for ref in attacks or ([None] if not suite.attacks else []):
+        attack = _spec(ref) if ref is not None else None
+        attack_id = None
+        attack_size = None
+        if ref is not None:
+            attack_id = f"attack-{model.key}-r{run:02d}-{ref.key}"
+            attack_size = ref.test_size or suite.evaluate.test_size
+            jobs.append(Job(id=attack_id, kind="attack", attack=attack, eps=tuple(ref.eps),
+                            evaluate=replace(evaluate, test_size=attack_size),
+                            train_job=train_id, **common))
+        for ex_ref in suite.explainers:
+            only = ex_ref.only
+            eps = tuple(ref.eps) if ref is not None else ()
+            if only is not None:
+                if not model.selected_by(only.models) or (
+                        ref is not None and not ref.selected_by(only.attacks)):
+                    continue
+                if only.eps is not None and ref is not None:
+                    eps = tuple(e for e in eps if e in only.eps)
+                    if not eps:
+                        continue
+            explainer = _spec(ex_ref)
+            size = ex_ref.test_size or suite.evaluate.explain_size
+            if attack_size:
+                size = min(size, attack_size)
+            attack_part = ref.key if ref is not None else "clean"
+            jobs.append(Job(
+                id=f"explain-{model.key}-r{run:02d}-{attack_part}-{explainer.key}",
+                kind="explain", attack=attack, eps=eps,
+                explainer=explainer, evaluate=replace(evaluate, explain_size=size),
+                train_job=train_id, attack_job=attack_id, **common))
     return jobs

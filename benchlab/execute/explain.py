@@ -32,11 +32,9 @@ def explain(job: Job, ws: Workspace, state: StateDict,
             raise guards.ComponentError(f"explain job {job.id}: no adversarial images given")
         # The job's own values: the product's float32 copy would write 0.10000000149
         # where the attack's rows say 0.1.
-        if len(adversarial["eps"]) != len(job.eps):
-            raise guards.ComponentError(f"explain job {job.id}: {len(adversarial['eps'])} "
-                                        f"adversarial batches for {len(job.eps)} eps values")
+        at = _batches_of(job, adversarial["eps"])
         eps += [float(e) for e in job.eps]
-        batches += list(adversarial["adversarial"][:, : len(labels)].to(ws.device))
+        batches += list(adversarial["adversarial"][at, : len(labels)].to(ws.device))
 
     batch_size = job.evaluation.batch_size
 
@@ -81,3 +79,18 @@ def explain(job: Job, ws: Workspace, state: StateDict,
             "labels": labels[picks].cpu()}
     return JobResult(job.id, rows, grid, seconds=time.perf_counter() - started_job,
                      where=ws.where())
+
+
+def _batches_of(job: Job, attacked: torch.Tensor) -> list[int]:
+    """Which of the attack's batches (one per ε it ran, float32) are the job's ε: all of
+    them, or those its explainer's ``only.eps`` kept."""
+    ran = [float(e) for e in attacked]
+    at = []
+    for e in job.eps:
+        found = [i for i, r in enumerate(ran) if abs(r - e) <= 1e-6 * max(1.0, e)]
+        if not found:
+            raise guards.ComponentError(f"explain job {job.id}: no adversarial batch at eps "
+                                        f"{e:g} (the attack ran "
+                                        f"{', '.join(f'{r:g}' for r in ran)})")
+        at.append(found[0])
+    return at

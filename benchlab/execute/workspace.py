@@ -7,6 +7,7 @@ and :func:`seeded` gives a component call its own seeded global generator.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -70,16 +71,20 @@ class Workspace:
 
     def __init__(self, registry: Registry, device: torch.device, root: Path):
         self.registry, self.device, self.root = registry, torch.device(device), Path(root)
-        self._splits: dict[tuple[str, str, int | None], DatasetSplit] = {}
+        self._splits: dict[tuple[str, str, int | None, str], DatasetSplit] = {}
 
     def split(self, dataset: DatasetSpec, which: str, size: int | None = None
               ) -> DatasetSplit:
         limit = size if size is not None else dataset.size(which)
-        key = (dataset.name, which, limit)
+        key = (dataset.name, which, limit, json.dumps(dataset.params, sort_keys=True))
         if key not in self._splits:
             component = self.registry.get("dataset", dataset.name)
             with blame("dataset", dataset.name, component):
-                full = component.obj.load(which, self.root)
+                if component.params.model_fields:  # a dataset with parameters takes them
+                    params = component.validate_params(dataset.params)
+                    full = component.obj.load(which, self.root, params)
+                else:
+                    full = component.obj.load(which, self.root)
             self._splits[key] = full.head(limit)
         return self._splits[key]
 

@@ -45,6 +45,8 @@ class Run:
     procedures: dict[str, str] = field(default_factory=dict)
     #: report.robustness_pairs: (model, against) pairs; None: the default pairs
     robustness_pairs: list[tuple[str, str]] | None = None
+    #: the run's suite.yaml as a mapping ({} without one)
+    suite: dict = field(default_factory=dict)
 
     @property
     def alpha(self) -> float:
@@ -65,7 +67,7 @@ def load_run(out: Path) -> Run:
                curve_images=_images(suite), epoch_images=_images(suite, curve=False),
                procedures=procedures(suite),
                robustness_pairs=[tuple(p) for p in report["robustness_pairs"]]
-               if report.get("robustness_pairs") else None)
+               if report.get("robustness_pairs") else None, suite=suite)
 
 
 def procedures(suite: dict) -> dict[str, str]:

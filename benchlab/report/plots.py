@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,7 +22,7 @@ from benchlab import stats  # noqa: E402
 from benchlab.messages import NORM_LABELS  # noqa: E402
 
 __all__ = ["CONTROLS", "plot_attention", "plot_epoch_curves", "plot_robustness", "plot_sanity",
-           "plot_step_curves"]
+           "plot_step_curves", "plot_sweep"]
 
 DPI = 120
 CONTROLS = ("random",)  # explainers drawn dashed: what the others are read against
@@ -209,5 +210,48 @@ def plot_sanity(table: pd.DataFrame, path: Path) -> bool:
     ax.set_title("Model-randomisation check, clean images (near 0: the maps depend on\n"
                  "what the model learnt); bars: 95% intervals", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def plot_sweep(points: list[tuple[Any, dict[str, Any], list[float]]], axis: str, metric: str,
+               title: str, path: Path) -> bool:
+    """``metric`` (a share, in %) against the values of one sweep axis: per point (value,
+    the other axes' values, the runs' values), one line per combination of the other
+    axes, the mean over runs with its 95% t interval as error bars (none for one run).
+    A numeric axis is drawn to scale (log when its values span 20× or more), another
+    one in the order written. False when no point has a value."""
+    if not any(runs for _, _, runs in points):
+        return False
+    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x, _, _ in points)
+    order = list(dict.fromkeys(repr(x) for x, _, _ in points))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines: dict[str, list[tuple[Any, list[float]]]] = {}
+    for x, others, runs in points:
+        name = ", ".join(f"{k} {v}" for k, v in others.items()) or metric
+        lines.setdefault(name, []).append((x, runs))
+    markers = "os^vDP<>"
+    for j, (name, line) in enumerate(lines.items()):
+        line = sorted(line, key=lambda p: p[0] if numeric else order.index(repr(p[0])))
+        xs = [p[0] if numeric else order.index(repr(p[0])) for p in line]
+        summaries = [stats.summarize(runs) for _, runs in line]
+        mean = np.array([s.mean for s in summaries]) * 100
+        half = np.array([s.ci95 for s in summaries]) * 100
+        n = min(s.n for s in summaries)
+        ax.errorbar(xs, mean, yerr=np.where(np.isnan(half), 0.0, half), marker=markers[j % 8],
+                    ms=4, capsize=3, label=f"{name} (n = {n} run{'s' if n != 1 else ''})")
+    if numeric:
+        values = [float(x) for x, _, _ in points]
+        if min(values) > 0 and max(values) / min(values) >= 20:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(order)), [r.strip("'") for r in order])
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(-2, 102)  # an interval of few runs may reach past 0 or 100: the table has it
+    ax.set_title(f"{title.replace('`', '')}\nmean over runs, bars: 95% t interval over runs",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     _save(fig, path)
     return True

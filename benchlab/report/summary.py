@@ -18,6 +18,7 @@ from benchlab.report.loading import load_run, ordered
 from benchlab.report.overfitting import section as overfitting_section
 from benchlab.report.robustness import section as robustness_section
 from benchlab.report.sequential import lines as sequential_lines
+from benchlab.report.sweep import section as sweep_section
 
 __all__ = ["render"]
 
@@ -39,6 +40,7 @@ def render(out: Path) -> Path:
     md += _verdict([*sequential_lines(out), *claims, *overfitting_claims, *robust_claims],
                    run.alpha)
     md += failures_section(out)
+    md += sweep_section(results, out, run.suite)
     md += training_md
     md += overfitting_md
     md += robustness_md

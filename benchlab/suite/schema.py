@@ -20,12 +20,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
 from benchlab.components import Params
-from benchlab.suite.problems import LocatedError
+from benchlab.suite.problems import LocatedError, explain
 
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Names and labels become parts of file names (job ids, plots): 64 characters
@@ -52,12 +53,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class DatasetRef(_Strict):
-    """Which dataset, and how many of its samples (the first N of each split)."""
+#: a suite whose sweeps expand to more jobs than this runs only when asked explicitly
+SWEEP_MAX_JOBS = 200
+
+
+class DatasetRef(BaseModel):
+    """Which dataset, and how many of its samples (the first N of each split); every
+    other key is one of the dataset's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     name: str
     train_size: Annotated[int, Field(gt=0)] | None = None
     test_size: Annotated[int, Field(gt=0)] | None = None
+    _params: Params | None = PrivateAttr(default=None)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The dataset's parameters as validated (``{}`` when it has none)."""
+        if self._params is None:
+            return dict(self.model_extra or {})
+        return self._params.model_dump(mode="json")
 
 
 class ComponentRef(BaseModel):
@@ -67,6 +83,10 @@ class ComponentRef(BaseModel):
 
     name: str
     label: Label | None = None
+    # set by a sweep (suite/sweep.py): the entry it was expanded from, and the value
+    # each axis took in this configuration
+    sweep_of: Label | None = None
+    swept: dict[str, Any] | None = None
     _params: Params | None = PrivateAttr(default=None)
 
     @property
@@ -78,11 +98,37 @@ class ComponentRef(BaseModel):
     def raw_params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def selected_by(self, names: list[str] | None) -> bool:
+        """Whether a selector's ``names`` (None: all) take this entry: by its label, or by
+        the entry a sweep made it from."""
+        return names is None or self.key in names or (self.sweep_of is not None
+                                                       and self.sweep_of in names)
+
     @property
     def params(self) -> Params:
         if self._params is None:
             raise RuntimeError("suite was not validated against a registry")
         return self._params
+
+
+class AttackSelector(_Strict):
+    """``only`` of an attack: the models (labels, or the entries swept from) it attacks."""
+
+    models: Annotated[list[str], Field(min_length=1)]
+
+
+class ExplainerSelector(_Strict):
+    """``only`` of an explainer: the models, attacks (labels or swept entries) and ε
+    whose images it explains; a key left out selects all."""
+
+    models: Annotated[list[str], Field(min_length=1)] | None = None
+    attacks: Annotated[list[str], Field(min_length=1)] | None = None
+    eps: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)] | None = None
+
+
+def selects(names: list[str] | None, ref: ComponentRef) -> bool:
+    """Whether a selector's ``names`` (None: all) take ``ref``, by label or swept entry."""
+    return ref.selected_by(names)
 
 
 class AttackRef(ComponentRef):
@@ -91,6 +137,7 @@ class AttackRef(ComponentRef):
     eps: Annotated[list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]],
                    Field(min_length=1)]
     test_size: Annotated[int, Field(gt=0)] | None = None
+    only: AttackSelector | None = None
 
     @field_validator("eps")
     @classmethod
@@ -102,6 +149,7 @@ class AttackRef(ComponentRef):
 
 class ExplainerRef(ComponentRef):
     test_size: Annotated[int, Field(gt=0)] | None = None
+    only: ExplainerSelector | None = None
 
 
 class ProcedureRef(ComponentRef):
@@ -118,6 +166,8 @@ class ModelRef(ComponentRef):
     with its own ``label``)."""
 
     procedure: ProcedureRef | None = None
+    # keys of `train` this entry trains with instead of the suite's (a sweep of train)
+    train: dict[str, Any] | None = None
 
 
 #: (section of the suite, kind of component in the registry, model of one entry)
@@ -244,7 +294,73 @@ class Suite(_Strict):
         if self.explainers:
             self._explained_images_fill_the_grid()
         self._pairs_name_models()
+        for i, ref in enumerate(self.models):
+            self._train_of(ref, ("models", i, "train"))
+        self._selectors_match()
         return self
+
+    @property
+    def swept(self) -> bool:
+        """Whether a sweep made any of this suite's entries."""
+        return any(ref.swept is not None for section in ("models", "attacks", "explainers")
+                   for ref in getattr(self, section))
+
+    def train_of(self, model: ModelRef) -> TrainSection:
+        """How ``model`` trains: ``train``, with the entry's own ``train`` keys."""
+        return self._train_of(model, ())
+
+    def _train_of(self, model: ModelRef, where: tuple[Any, ...]) -> TrainSection:
+        if not model.train:
+            return self.train
+        own = set(model.train) - set(TrainSection.model_fields)
+        for key in sorted(own | ({"runs", "seed", "procedure"} & set(model.train))):
+            raise LocatedError((*where, key), "expected a key of train other than runs, seed "
+                               "and procedure (a model's runs and seeds are the suite's)")
+        merged = {**self.train.model_dump(exclude={"procedure"}), **model.train}
+        try:
+            return TrainSection.model_validate({**merged, "procedure": self.train.procedure})
+        except ValidationError as exc:
+            loc, message = explain(exc.errors()[0], TrainSection)
+            raise LocatedError((*where, *loc), message) from None
+
+    def _selectors_match(self) -> None:
+        """Every name and ε of an ``only`` selects something of this suite."""
+        def check(names: list[str] | None, refs: list[ComponentRef], where: tuple[Any, ...],
+                  what: str) -> None:
+            keys = [r.key for r in refs]
+            bases = list(dict.fromkeys(r.sweep_of for r in refs if r.sweep_of))
+            for j, name in enumerate(names or []):
+                if name not in keys and name not in bases:
+                    # a sweep's entries by the entry they came from
+                    plain = [r.key for r in refs if r.sweep_of is None]
+                    known = ", ".join(list(dict.fromkeys(bases + plain))) or "none"
+                    raise LocatedError((*where, j), f"'{name}' matches no {what} of this suite "
+                                       f"(its {what}s: {known})")
+
+        for i, attack in enumerate(self.attacks):
+            if attack.only is not None:
+                check(attack.only.models, self.models, ("attacks", i, "only", "models"), "model")
+        for i, ex in enumerate(self.explainers):
+            only = ex.only
+            if only is None:
+                continue
+            where = ("explainers", i, "only")
+            check(only.models, self.models, (*where, "models"), "model")
+            if only.attacks is not None and not self.attacks:
+                raise LocatedError((*where, "attacks"), "this suite has no attacks: its "
+                                   "explainers run on clean images only")
+            check(only.attacks, self.attacks, (*where, "attacks"), "attack")
+            attacks = [a for a in self.attacks if selects(only.attacks, a)]
+            for j, eps in enumerate(only.eps or []):
+                if not any(eps in a.eps for a in attacks):
+                    shown = ", ".join(f"{e:g}" for e in sorted({e for a in attacks
+                                                                  for e in a.eps}))
+                    raise LocatedError((*where, "eps", j), f"{eps:g} is not an ε of the "
+                                       f"attacks it selects ({shown or 'none'})")
+            models = [m for m in self.models if selects(only.models, m)]
+            if attacks and not any(a.only is None or any(selects(a.only.models, m)
+                                                         for m in models) for a in attacks):
+                raise LocatedError(where, "selects no model that its attacks attack")
 
     def _pairs_name_models(self) -> None:
         keys = [m.key for m in self.models]
@@ -278,15 +394,23 @@ class Suite(_Strict):
         """The suite as YAML, with every component's parameters resolved (defaults included),
         so that a run directory says exactly what ran."""
         data = self.model_dump(mode="json", exclude_none=False)
+        if self.dataset._params is not None:
+            data["dataset"].update(self.dataset.params)
         for section in ("models", "attacks", "explainers"):
             for entry, ref in zip(data[section], getattr(self, section)):
                 if ref._params is not None:
                     entry.update(ref._params.model_dump(mode="json"))
+                for key in ("sweep_of", "swept", "only", "train"):
+                    if entry.get(key, 0) is None:
+                        entry.pop(key)  # as a suite without sweeps and selectors wrote it
                 if section == "models" and entry.get("procedure") is None:
                     entry.pop("procedure", None)  # as the entry was written: none of its own
         procedures = [(data["train"], self.train.procedure)]
         procedures += [(entry, ref.procedure) for entry, ref in zip(data["models"], self.models)]
         for entry, procedure in procedures:
-            if procedure is not None and procedure._params is not None:
-                entry["procedure"].update(procedure._params.model_dump(mode="json"))
+            if procedure is not None:
+                for key in ("sweep_of", "swept"):
+                    entry["procedure"].pop(key, None)  # a procedure is never swept
+                if procedure._params is not None:
+                    entry["procedure"].update(procedure._params.model_dump(mode="json"))
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

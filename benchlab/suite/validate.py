@@ -22,7 +22,8 @@ from benchlab.messages import NORM_LABELS, describe, unknown_name
 from benchlab.plugins import Registry
 from benchlab.suite.problems import Problem, SuiteError, explain
 from benchlab.suite.reading import apply_overrides, overridden_paths, read_suite_file
-from benchlab.suite.schema import SECTIONS, ProcedureRef, Suite
+from benchlab.suite.schema import SECTIONS, ProcedureRef, Suite, selects
+from benchlab.suite.sweep import expand_sweeps
 
 # where a check found a problem (a path into the suite's mapping), and what it is
 Finding = tuple[tuple[Any, ...], str]
@@ -41,9 +42,12 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
                    overridden: Sequence[tuple[str, ...]] = ()) -> Suite:
     """Validate a suite's mapping; ``overridden`` are the paths that ``--set`` replaced."""
     lines = lines or {}
+    # sweeps first: every configuration they make is then checked like a written entry
+    expansion = expand_sweeps(data)
+    data = expansion.data
 
     def problem(loc: Sequence[Any], message: str) -> Problem:
-        parts = tuple(str(p) for p in loc)
+        parts = tuple(str(p) for p in expansion.origin(tuple(loc)))
         if any(parts[:len(o)] == o for o in overridden):
             # the value came from the command line: the file's line holds something else
             return Problem(source, "--set " + ".".join(parts), message)
@@ -56,7 +60,7 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
 
     # Structure and components are checked independently, so that one pass reports
     # every problem: a wrong type in `train` and a misspelled attack name alike.
-    findings: list[Finding] = list(_unwritable(data))
+    findings: list[Finding] = [*_unwritable(data), *expansion.findings]
     suite: Suite | None = None
     try:
         suite = Suite.model_validate(data)
@@ -70,9 +74,11 @@ def validate_suite(data: dict[str, Any], registry: Registry, *, source: str = "<
     if not findings and suite is not None:
         findings += _check_against_models(suite, params, registry)
     if findings or suite is None:
-        problems = [problem(loc, message) for loc, message in findings]
+        # a value of an axis wrong in one configuration is wrong in all: said once
+        problems = list(dict.fromkeys(problem(loc, message) for loc, message in findings))
         problems.sort(key=lambda p: p.line or 0)
         raise SuiteError(problems)
+    suite.dataset._params = params.get(("dataset", 0))
     for section, _, _ in SECTIONS[1:]:
         for i, ref in enumerate(getattr(suite, section)):
             ref._params = params[(section, i)]
@@ -150,12 +156,11 @@ def _check_components(data: dict[str, Any], registry: Registry,
                     message = registry.missing_message(kind, entry["name"])
                 findings.append(((*base, "name"), message))
                 continue
-            if section == "dataset":
-                continue
             component = registry.get(kind, entry["name"])
             raw = {k: v for k, v in entry.items() if k not in ref_type.model_fields}
             try:
-                params[(section, i)] = component.validate_params(raw)
+                params[(section, 0 if section == "dataset" else i)] = \
+                    component.validate_params(raw)
             except ValidationError as exc:
                 for err in exc.errors():
                     loc, message = explain(err, component.params,
@@ -231,6 +236,8 @@ def _check_against_models(suite: Suite, params: dict[tuple[str, int], Params],
             yield ("models", i), f"{component.provenance} cannot build it: {describe(exc)}"
             continue
         for section, j, check in checks:
+            if not selects(getattr(getattr(suite, section)[j].only, "models", None), ref):
+                continue  # its selector leaves this model out
             try:
                 check(model, info, params[(section, j)])
             except ParamError as exc:
