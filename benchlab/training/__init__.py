@@ -40,18 +40,22 @@ generator seeded from the run's seed.
 from benchlab.training import checkpoint
 from benchlab.training.checkpoint import Checkpointing
 from benchlab.training.config import (
+    BATCHED_RUNS,
     THREADS_PER_RUN,
     EpochRecord,
     OnEpoch,
     RunResult,
     StepRecord,
     TrainConfig,
+    batched_by_default,
     learning_rate,
     pack_size,
+    runs_per_task,
 )
 from benchlab.training.packs import train_runs
 from benchlab.training.run import StepLoss, cross_entropy, evaluate
 
-__all__ = ["THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch", "RunResult",
-           "StepLoss", "StepRecord", "TrainConfig", "checkpoint", "cross_entropy", "evaluate",
-           "learning_rate", "pack_size", "train_runs"]
+__all__ = ["BATCHED_RUNS", "THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch",
+           "RunResult", "StepLoss", "StepRecord", "TrainConfig", "batched_by_default",
+           "checkpoint", "cross_entropy", "evaluate", "learning_rate", "pack_size",
+           "runs_per_task", "train_runs"]
