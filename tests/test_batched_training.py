@@ -173,3 +173,54 @@ def test_the_cache_key_names_the_batched_trainer_on_cuda_only(monkeypatch):
     assert set(cpu) == {"device", "torch", "threads_per_run"}  # as before batching existed
     assert identity.model_identity(plain, registry, "cuda")["compute"]["trainer"] == "batched"
     assert "trainer" not in identity.model_identity(adversarial, registry, "cuda")["compute"]
+
+
+def test_the_masks_of_a_step_are_each_runs_own_per_run_draws():
+    from benchlab.training.batched import _Masks
+    from benchlab.training.randomness import dropout_mask
+
+    model = cnn_bn().train()
+    masks = _Masks(model, torch.rand(8, 1, 12, 12), 8)
+    drawn = masks.draw([torch.Generator().manual_seed(s) for s in (1, 2)], 5, "cpu")
+    for r, seed in enumerate((1, 2)):
+        g = torch.Generator().manual_seed(seed)
+        assert torch.equal(drawn["dropout1.mask"][r], dropout_mask((5, 64, 4, 4), 0.25, g))
+        assert torch.equal(drawn["dropout2.mask"][r], dropout_mask((5, 128), 0.5, g))
+
+
+def test_bench_gpu_runs_end_to_end_on_the_cpu(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--dry-run",
+                           "--no-study"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert report["tiny"] and report["matmul_tflop_per_s"]["bf16"] > 0
+    paths = {(r["model"], r["precision"], r["path"]) for r in report["rates"]}
+    assert ("cnn_bn", "bf16", "batched") in paths and ("cnn", "fp32", "per-run") in paths
+    assert all(r["images_per_s"] > 0 and 0 < r["fraction_of_bf16_peak"] for r in report["rates"])
+    assert report["study"] == {"skipped": "--no-study"}
+    if not __import__("torch").cuda.is_available():
+        refused = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.stderr.count("\n") == 1 and "no CUDA device" in refused.stderr
+
+
+def test_on_real_mnist_the_batched_runs_match_the_per_run_ones(mnist_root):
+    from benchlab.plugins import default_registry
+
+    mnist = default_registry().get("dataset", "mnist").obj
+    train, test = mnist.load("train", mnist_root).head(1024), mnist.load("test", mnist_root)
+    config = TrainConfig(epochs=1, eval_every=8, test_batch_size=250)
+    build = lambda: build_cnn_bn(mnist.info, CNNBNParams())  # noqa: E731
+    alone = train_runs(build, train, test.head(500), config, [1, 2], pack=1, batched=False,
+                       curve_split=test.head(250))
+    batched = train_runs(build, train, test.head(500), config, [1, 2], batched=True,
+                         curve_split=test.head(250))
+    assert_close_runs(batched, alone, atol=5e-5)
+    assert batched[0].epochs[0].test_acc > 0.8  # it learned

@@ -24,7 +24,9 @@ CPU: ``torch.func.vmap`` over stacked parameters (``stack_module_state``) turns
 each convolution into a grouped convolution, and oneDNN's grouped convolutions
 are slower than the same convolutions one run at a time; two cnn_bn runs packed
 that way train at 0.65x the rate of one channels-last run at a time
-(``benchmarks/bench_training.py --alternatives``).
+(``benchmarks/bench_training.py --alternatives``). On a CUDA device, where one small
+run leaves the device idle, that design is the fast one and is used by default
+(:mod:`benchlab.training.batched`, ``train_runs(batched=...)``).
 
 Every run owns its randomness: its model is initialised under its seed, and a
 ``torch.Generator`` seeded from it draws the data order (a new permutation per

@@ -121,13 +121,24 @@ class _Masks:
 
     def draw(self, generators: Sequence[torch.Generator], batch: int,
              device: torch.device) -> Stacked:
-        shapes = self.shapes(batch)
-        drawn: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.calls}
-        for generator in generators:
-            for (name, p), shape in zip(self.calls, shapes, strict=True):
-                if 0 < p < 1:
-                    drawn[name].append(dropout_mask(shape, p, generator, device))
-        return {f"{name}.mask": torch.stack(masks) for name, masks in drawn.items() if masks}
+        """Each run's masks (R, ...) per dropout layer, equal to :func:`dropout_mask`'s
+        draws from the run's generator, with one threshold for all runs."""
+        drawn: Stacked = {}
+        for (name, p), shape in zip(self.calls, self.shapes(batch), strict=True):
+            dropped = round(p * 65536)
+            if not 0 < p < 1:
+                continue
+            if not 0 < dropped < 65536:
+                dropout_mask(shape, p, generators[0], device)  # raises the per-run error
+            count = math.prod(shape)
+            words = torch.empty(len(generators), (count + 3) // 4, dtype=torch.int64,
+                                device=device)
+            for row, generator in zip(words, generators, strict=True):
+                row.random_(-2**63, None, generator=generator)  # one run's 64-bit draws
+            lanes = words.view(torch.int16)[:, :count].reshape(len(generators), *shape)
+            drawn[f"{name}.mask"] = lanes.float().ge_(dropped - 32768).mul_(
+                65536 / (65536 - dropped))
+        return drawn
 
 
 def _template(model: nn.Module) -> nn.Module:
