@@ -115,9 +115,9 @@ def throughput(args: argparse.Namespace, device: torch.device, budget: Budget,
     from benchlab_plugins.cnn import CNNBNParams, CNNParams, build_cnn, build_cnn_bn
 
     info, train, test = mnist(args.tiny)
-    images = 128 if args.tiny else args.images
+    images = 64 if args.tiny else args.images
     subset = DatasetSplit(train.images[:images], train.labels[:images])
-    small = DatasetSplit(test.images[:64], test.labels[:64])
+    small = DatasetSplit(test.images[:16], test.labels[:16])
     builds = {"cnn": lambda: build_cnn(info, CNNParams()),
               "cnn_bn": lambda: build_cnn_bn(info, CNNBNParams())}
     widths = [2] if args.tiny else args.widths
@@ -128,7 +128,7 @@ def throughput(args: argparse.Namespace, device: torch.device, budget: Budget,
     for name, build in builds.items():
         flops = training_flops(build(), info.shape)
         for precision in ("fp32", "bf16"):
-            warm = DatasetSplit(subset.images[:128], subset.labels[:128])
+            warm = DatasetSplit(subset.images[:64], subset.labels[:64])
             rate(build, warm, small, precision, 2, device, "batched")  # kernel selection
             for mode, runs in plans:
                 row = {"model": name, "precision": precision, "path": mode, "runs": runs,
@@ -139,10 +139,10 @@ def throughput(args: argparse.Namespace, device: torch.device, budget: Budget,
                     value = rate(build, subset, small, precision, runs, device, mode)
                     peak = roofline["bf16" if precision == "bf16" else "fp32"]
                     row["images_per_s"] = round(value, 1)
-                    row["tflop_per_s"] = round(value * flops / 1e12, 3)
-                    row["fraction_of_matmul_peak"] = round(value * flops / 1e12 / peak, 4)
-                    row["fraction_of_bf16_peak"] = round(value * flops / 1e12
-                                                         / roofline["bf16"], 4)
+                    row["tflop_per_s"] = float(f"{value * flops / 1e12:.4g}")
+                    row["fraction_of_matmul_peak"] = float(f"{value * flops / 1e12 / peak:.4g}")
+                    row["fraction_of_bf16_peak"] = float(
+                        f"{value * flops / 1e12 / roofline['bf16']:.4g}")
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    size = 256 if args.tiny else 8192
+    size = 128 if args.tiny else 8192
     roofline = {"bf16": matmul_tflops(torch.bfloat16, size, device),
                 "fp32": matmul_tflops(torch.float32, size, device)}
     print(json.dumps({"matmul_tflop_per_s": roofline}), flush=True)
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                           "torch": torch.__version__, "cuda": torch.version.cuda,
                           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32},
               "tiny": args.tiny, "budget_s": args.budget_s,
-              "matmul_tflop_per_s": {k: round(v, 2) for k, v in roofline.items()},
+              "matmul_tflop_per_s": {k: float(f"{v:.4g}") for k, v in roofline.items()},
               "matmul_size": size}
     report["rates"] = throughput(args, device, budget, roofline)
     report["study"] = {"skipped": "--no-study"} if args.no_study else \
