@@ -32,7 +32,7 @@ from benchlab.execute.workspace import build_model
 from benchlab.jobs import Job
 from benchlab.plugins import Registry
 from benchlab.suite.schema import DEFAULT_PROCEDURE
-from benchlab.training import THREADS_PER_RUN
+from benchlab.training import THREADS_PER_RUN, batched_by_default
 
 __all__ = ["TRAINING_CODE", "code_closure", "expected_state", "imported_modules",
            "model_identity", "model_key", "weights_code"]
@@ -68,6 +68,8 @@ def model_identity(job: Job, registry: Registry, device_type: str = "cpu") -> di
     compute: dict[str, Any] = {"device": device_type, "torch": torch.__version__}
     if device_type == "cpu":
         compute["threads_per_run"] = THREADS_PER_RUN
+    elif batched_by_default(device_type, job.procedure is None):
+        compute["trainer"] = "batched"  # vmapped runs round differently from runs alone
     model = registry.get("model", job.model.name)
     dataset = registry.get("dataset", job.dataset.name)
     procedure = job.procedure

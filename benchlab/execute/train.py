@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -94,7 +95,10 @@ def train_pack(jobs: Sequence[Job], ws: Workspace, on_epoch: OnEpoch | None = No
     first = jobs[0]
     started = time.perf_counter()
     # Building is the model's own code: blamed on it; so is a failure in a run.
-    builds = [functools.partial(ws.build, job) for job in jobs]
+    # One build per model configuration: the trainer batches the runs sharing a build.
+    by_model: dict[str, Callable[[], torch.nn.Module]] = {}
+    builds = [by_model.setdefault(json.dumps([job.model.name, job.model.params], sort_keys=True),
+                                  functools.partial(ws.build, job)) for job in jobs]
     try:
         train = ws.split(first.dataset, "train")
         test = ws.split(first.dataset, "test")

@@ -31,6 +31,8 @@ class LocalExecutor:
         self._queue: deque[Task] = deque()
 
     def pack_size(self, job: Job) -> int:
+        if self.workspace.device.type != "cpu":  # on CUDA: many runs, batched per model
+            return training.runs_per_task(train_config(job), self.workspace.device)
         # one run per core, each with training.THREADS_PER_RUN intra-op threads
         return max(1, training.pack_size(train_config(job), self.workspace.device)
                    // training.THREADS_PER_RUN)

@@ -24,7 +24,9 @@ CPU: ``torch.func.vmap`` over stacked parameters (``stack_module_state``) turns
 each convolution into a grouped convolution, and oneDNN's grouped convolutions
 are slower than the same convolutions one run at a time; two cnn_bn runs packed
 that way train at 0.65x the rate of one channels-last run at a time
-(``benchmarks/bench_training.py --alternatives``).
+(``benchmarks/bench_training.py --alternatives``). On a CUDA device, where one small
+run leaves the device idle, that design is the fast one and is used by default
+(:mod:`benchlab.training.batched`, ``train_runs(batched=...)``).
 
 Every run owns its randomness: its model is initialised under its seed, and a
 ``torch.Generator`` seeded from it draws the data order (a new permutation per
@@ -40,18 +42,22 @@ generator seeded from the run's seed.
 from benchlab.training import checkpoint
 from benchlab.training.checkpoint import Checkpointing
 from benchlab.training.config import (
+    BATCHED_RUNS,
     THREADS_PER_RUN,
     EpochRecord,
     OnEpoch,
     RunResult,
     StepRecord,
     TrainConfig,
+    batched_by_default,
     learning_rate,
     pack_size,
+    runs_per_task,
 )
 from benchlab.training.packs import train_runs
 from benchlab.training.run import StepLoss, cross_entropy, evaluate
 
-__all__ = ["THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch", "RunResult",
-           "StepLoss", "StepRecord", "TrainConfig", "checkpoint", "cross_entropy", "evaluate",
-           "learning_rate", "pack_size", "train_runs"]
+__all__ = ["BATCHED_RUNS", "THREADS_PER_RUN", "Checkpointing", "EpochRecord", "OnEpoch",
+           "RunResult", "StepLoss", "StepRecord", "TrainConfig", "batched_by_default",
+           "checkpoint", "cross_entropy", "evaluate", "learning_rate", "pack_size",
+           "runs_per_task", "train_runs"]

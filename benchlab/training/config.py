@@ -138,6 +138,28 @@ def pack_size(config: TrainConfig, device: torch.device | str) -> int:
     return max(1, torch.get_num_threads())
 
 
+#: on a CUDA device, how many runs of one configuration a caller should hand
+#: :func:`~benchlab.training.train_runs` at once: they are trained as one vmapped batch
+#: per model (:mod:`benchlab.training.batched`), so a study's runs are best handed together
+BATCHED_RUNS = 128
+
+
+def batched_by_default(device: torch.device | str, standard_step: bool = True) -> bool:
+    """Whether :func:`~benchlab.training.train_runs` trains the runs of a model as one
+    vmapped batch when not told: on a CUDA device, for the standard step. Never on a
+    CPU (grouped convolutions are slower there than packs of threads: see
+    :mod:`benchlab.training`), so CPU results and cache keys stay the per-run ones."""
+    return torch.device(device).type == "cuda" and standard_step
+
+
+def runs_per_task(config: TrainConfig, device: torch.device | str) -> int:
+    """How many runs of ``config`` a caller should hand :func:`train_runs` at once on
+    ``device``: :func:`pack_size` on a CPU, :data:`BATCHED_RUNS` on a CUDA device."""
+    if batched_by_default(device):
+        return BATCHED_RUNS
+    return pack_size(config, device)
+
+
 def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
     """The learning rate of optimisation step ``step`` (1-based) of ``steps`` in all."""
     if config.lr_schedule == "constant":

@@ -14,8 +14,16 @@ import torch
 from torch import nn
 
 from benchlab.components import DatasetSplit
+from benchlab.training.batched import batchable, train_batched
 from benchlab.training.checkpoint import Checkpointing, State
-from benchlab.training.config import EpochRecord, OnEpoch, RunResult, TrainConfig, pack_size
+from benchlab.training.config import (
+    EpochRecord,
+    OnEpoch,
+    RunResult,
+    TrainConfig,
+    batched_by_default,
+    pack_size,
+)
 from benchlab.training.randomness import draws_from_global_rng
 from benchlab.training.run import Data, StepLoss, ignore, prepare, to_float, train_run
 
@@ -29,7 +37,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                threads: int | None = None,
                checkpoints: Checkpointing | None = None,
                procedure: StepLoss | None = None,
-               curve_eps: float | None = None) -> list[RunResult]:
+               curve_eps: float | None = None,
+               batched: bool | None = None) -> list[RunResult]:
     """Train one run per seed of the model ``build()`` returns; results in seed order.
 
     ``build`` is called once per run under that run's seed and must return a module
@@ -59,6 +68,12 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     calls it with its own generator, so it must keep no state between calls.
     ``curve_eps``: with learning curves, also evaluate each point under a short PGD of
     that L∞ radius (for adversarial training: it shows catastrophic overfitting).
+
+    ``batched`` trains the runs of each model (the runs sharing one ``build``) as one
+    vmapped batch (:mod:`benchlab.training.batched`); None: on a CUDA device
+    (:func:`~benchlab.training.config.batched_by_default`), never on a CPU, where the
+    packs of threads are faster. Runs it cannot batch are trained one at a time: with
+    a procedure, continued from a checkpoint, or of a model :func:`batchable` refuses.
     """
     device = torch.device(device)
     seeds = [int(s) for s in seeds]
@@ -76,6 +91,12 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     if curve_split is not None and len(curve_split) == 0:
         raise ValueError("curve_split must not be empty")
     data = Data(train, test, device, curve_split)
+    if batched is None:
+        batched = batched_by_default(device, procedure is None)
+    if batched and procedure is None and not any(
+            checkpoints is not None and checkpoints.start(i) is not None
+            for i in range(len(seeds))):
+        return _train_batched(builds, seeds, data, config, device, on_epoch, checkpoints)
 
     if pack > 1:
         distinct = {id(b): i for i, b in enumerate(builds)}.values()
@@ -112,6 +133,45 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                                                  procedure, curve_eps).items():
                 results[i] = result
     return [r for r in results if r is not None]
+
+
+def _train_batched(builds: Sequence[Callable[[], nn.Module]], seeds: Sequence[int],
+                   data: Data, config: TrainConfig, device: torch.device,
+                   on_epoch: OnEpoch | None, checkpoints: Checkpointing | None
+                   ) -> list[RunResult]:
+    """The runs of each build trained as one vmapped batch, or one at a time (with their
+    checkpoints) where the model cannot be batched; results in seed order."""
+    groups: dict[int, list[int]] = {}
+    for i, build in enumerate(builds):
+        groups.setdefault(id(build), []).append(i)
+    results: list[RunResult | None] = [None] * len(seeds)
+    probe = to_float(data.images[:config.batch_size])
+    for indices in groups.values():
+        models = []
+        for i in indices:  # one after the other: seeding the global generator
+            with _naming_run(i):
+                models.append(prepare(builds[i], seeds[i], device))
+        with _naming_run(indices[0]):
+            alone = draws_from_global_rng(models[0], probe[:2]) or \
+                batchable(models[0], probe) is not None
+        if alone:
+            for i, model in zip(indices, models):
+                with _naming_run(i):
+                    results[i] = train_run(model, seeds[i], data, config, device,
+                                           functools.partial(on_epoch or ignore, i), pack=1,
+                                           **_resuming(checkpoints, i))
+            continue
+        with _naming_run(indices[0]):
+            emit = functools.partial(_emit_run, on_epoch or ignore, indices)
+            trained = train_batched(models, [seeds[i] for i in indices], data, config, device,
+                                    emit)
+        for i, result in zip(indices, trained):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _emit_run(on_epoch: OnEpoch, indices: Sequence[int], r: int, record: EpochRecord) -> None:
+    on_epoch(indices[r], record)
 
 
 def _train_concurrently(models: dict[int, nn.Module], seeds: Sequence[int], data: Data,
