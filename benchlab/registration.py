@@ -42,6 +42,10 @@ def _is_passes(value: Any) -> bool:
         or callable(value)
 
 
+def _is_reason(value: Any) -> bool:
+    return _is_text(value) or callable(value)
+
+
 def _is_threat(value: Any) -> bool:
     return isinstance(value, ThreatModel) or callable(value)
 
@@ -71,6 +75,10 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
         Keyword("randomised", "True, False or a function (params) -> bool",
                 lambda v: isinstance(v, bool) or callable(v),
                 "whether the attack draws random numbers (the kit's determinism check)"),
+        Keyword("no_effect", "a reason, as text, or a function (params) -> reason or None",
+                _is_reason, "why the attack may leave an undefended model's accuracy and "
+                "loss as they were (the kit's check that an attack attacks is then "
+                "skipped with this reason)"),
     )},
     "explainer": {k.name: k for k in (
         _LIBRARY, _CHECK_PARAMS,

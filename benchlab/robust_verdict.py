@@ -126,6 +126,27 @@ def _where(cs: list[RobustComparison]) -> str:
     return "; ".join(f"{a} at ε = {', '.join(e)}" for a, e in by_attack.items())
 
 
+def _measured_once(comparisons: list[RobustComparison]) -> str:
+    """What one trained model of each showed, in words: where ``other`` is below, above
+    or level with ``baseline``, and the largest gap ("" when one of them has no run)."""
+    measured = [c for c in comparisons if c.a.size == 1 and c.b.size == 1]
+    if not measured:
+        return ""
+    gaps = [100 * float(c.a[0] - c.b[0]) for c in measured]
+    below, above = sum(g < 0 for g in gaps), sum(g > 0 for g in gaps)
+    largest = max(measured, key=lambda c: abs(float(c.a[0] - c.b[0])))
+    c0 = measured[0]
+    counts = ", ".join(f"{word} in {k}" for word, k in (
+        ("below", below), ("above", above), ("level", len(gaps) - below - above)) if k)
+    return (f" Measured on the one trained model of each: {c0.other}'s accuracy under "
+            f"attack is {counts} of {len(gaps)} (attack, ε) against {c0.baseline}'s; the "
+            f"largest gap: {largest.attack} at ε = {largest.eps:g}, {100 * largest.a[0]:.2f}% "
+            f"against {100 * largest.b[0]:.2f}% "
+            f"({100 * float(largest.a[0] - largest.b[0]):+.2f} pp). These differences are "
+            "over the test images of one model each and say nothing of another training "
+            "seed; `--set train.runs=N` (N ≥ 2) tests them.")
+
+
 def pair_line(comparisons: list[RobustComparison], trained: str, alpha: float) -> str:
     """One verdict line: ``other`` against ``baseline``, both trained as ``trained``."""
     c0 = comparisons[0]
@@ -134,7 +155,8 @@ def pair_line(comparisons: list[RobustComparison], trained: str, alpha: float) -
     if not tested:
         n_a, n_b = c0.n
         return (f"{head}: untestable: {n_a} and {n_b} run(s) attacked; a comparison over "
-                "training seeds needs at least two runs of each model.")
+                "training seeds needs at least two runs of each model." +
+                _measured_once(comparisons))
     ns = sorted({c.n for c in tested})
     runs = (f"n = {ns[0][0]} and {ns[0][1]} runs" if len(ns) == 1
             else "n = " + ", ".join(f"{a}/{b}" for a, b in ns) + " runs")

@@ -32,6 +32,19 @@ possible norm, so that the library keeps every perturbation it finds.
 
 Only untargeted attacks: the library's targeted modes are not exposed.
 
+DeepFool as the library implements it returns, for many images, a perturbation
+that reaches the decision boundary without crossing it: its overshoot is applied
+to each step and each step is clipped to [0, 1], so the last step can fall short.
+On the conformance kit's MLP it moves all 8 images and flips 3
+(``tests/test_adapters.py``); the kit's ``attacks`` check fails it. benchlab
+counts an image as broken only where the model's prediction on the returned
+image differs from its label, so these images count as not broken and the
+robustness table shows how many there were (``not flipped``); but they have a
+norm and stay correctly classified at every ε, so the attack's accuracy-versus-ε
+curve is too optimistic: it says how far the library's DeepFool gets, not how
+robust the model is. Whether such an image flips is down to float rounding, so
+it can differ between executors. Prefer FAB or CW for a minimum L2.
+
 The library's calls run inside :func:`benchlab.adapters.library_call`: CW,
 DeepFool and FAB call ``backward()``, which would leave ``.grad`` on the model's
 parameters, torchattacks puts a model back with ``model.train()`` (which loses

@@ -15,7 +15,7 @@ from benchlab.adapters import library_call, params_from_signature
 from benchlab.cli import main
 from benchlab.plugins import build_registry, default_registry
 from benchlab.suite import SuiteError, validate_suite
-from benchlab.testing import parametrize_with_checks, synthetic_batch, tiny_cnn
+from benchlab.testing import attackable_mlp, parametrize_with_checks, synthetic_batch, tiny_cnn
 
 torchattacks = pytest.importorskip("torchattacks")
 captum_attr = pytest.importorskip("captum.attr")
@@ -267,14 +267,36 @@ def test_library_call_removes_leftover_hooks_and_restores_the_random_state():
 
 @parametrize_with_checks([
     "torchattacks.PGD", "torchattacks.FGSM", "torchattacks.APGD", "torchattacks.PGDL2",
-    ("torchattacks.CW", {"steps": 10}), ("torchattacks.DeepFool", {"steps": 10}),
-    "torchattacks.FAB", ("torchattacks.Square", {"n_queries": 20}),
+    ("torchattacks.CW", {"steps": 10}), "torchattacks.FAB", ("torchattacks.Square", {"n_queries": 20}),
     "captum.IntegratedGradients", "captum.Saliency", "captum.LayerGradCam", "captum.Occlusion",
     "captum.GuidedBackprop", "pytorch_grad_cam.GradCAMPlusPlus", "pytorch_grad_cam.ScoreCAM",
     "pytorch_grad_cam.HiResCAM",
 ])
 def test_adapters_pass_the_conformance_kit(component, check):
     check(component)
+
+
+# The library's DeepFool returns images it moved onto the decision boundary without
+# crossing it: the kit's check that an attack attacks fails, as it should.
+@parametrize_with_checks([("torchattacks.DeepFool", {"steps": 10})], expected_failures={
+    "attacks": "torchattacks.DeepFool leaves most moved images on the boundary, unflipped"})
+def test_deepfool_passes_the_kit_but_the_attacks_check(component, check):
+    check(component)
+
+
+def test_deepfool_returns_images_it_did_not_flip():
+    """What the adapter's documentation states: of the 8 images of the kit's MLP,
+    torchattacks.DeepFool moves every one and flips only 3."""
+    model = attackable_mlp()
+    images, _ = synthetic_batch()
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)
+    deepfool = default_registry().get("attack", "torchattacks.DeepFool")
+    found = deepfool.obj(model, images, labels, [1.0], deepfool.validate_params({"steps": 10}))
+    moved = (found - images).flatten(1).abs().amax(dim=1) > 1e-5
+    with torch.no_grad():
+        flipped = model(found).argmax(dim=1) != labels
+    assert int(moved.sum()) == 8 and int(flipped.sum()) == 3
 
 
 def test_benchlab_check_passes_on_torchattacks_pgd(capsys):

@@ -94,6 +94,10 @@ def test_one_run_per_model_is_untestable_in_words():
     line = robust_verdict.pair_line([c], "both trained: standard", 0.05)
     assert "untestable: 1 and 1 run(s) attacked; a comparison over training seeds needs " \
            "at least two runs of each model" in line
+    # ...and what the one trained model of each showed
+    assert "Measured on the one trained model of each: cnn_bn's accuracy under attack is " \
+           "below in 1 of 1 (attack, ε) against cnn's; the largest gap: fgsm at ε = 0.1, " \
+           "70.00% against 80.00% (-10.00 pp)." in line
 
 
 def test_the_report_compares_models_trained_the_same_way(tmp_path):

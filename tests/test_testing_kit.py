@@ -77,10 +77,14 @@ def good_attack(model, images, labels, eps, params):
 
 
 def random_attack(model, images, labels, eps, params):
-    """Uniform noise in the ball, from the global generator: valid but randomised."""
-    noise = torch.empty((len(eps), *images.shape)).uniform_(-1, 1)
-    radius = torch.tensor(list(eps)).view(-1, *[1] * images.dim())
-    return (images + radius * noise).clamp(0, 1)
+    """FGSM from a uniform random start in the half ball, the start drawn from the
+    global generator: valid but randomised."""
+    out = []
+    for e in eps:
+        start = (images + 0.5 * e * torch.empty(images.shape).uniform_(-1, 1)).clamp(0, 1)
+        moved = start + 0.5 * e * input_gradient(model, start, labels).sign()
+        out.append((images + (moved - images).clamp(-e, e)).clamp(0, 1))
+    return torch.stack(out)
 
 
 def good_explainer(model, images, params):
@@ -268,6 +272,16 @@ def crashes(model, images, labels, eps, params):
     raise RuntimeError("CUDA out of memory (simulated)")
 
 
+def identity(model, images, labels, eps, params):
+    """Returns its input at every ε: inside every ball, and no attack at all."""
+    return images.unsqueeze(0).repeat(len(eps), 1, 1, 1, 1)
+
+
+def noise_of_no_consequence(model, images, labels, eps, params):
+    """Moves every pixel by 1e-9: no prediction changes and the loss does not rise."""
+    return (images + 1e-9).clamp(0, 1).unsqueeze(0).repeat(len(eps), 1, 1, 1, 1)
+
+
 @pytest.mark.parametrize(("attack", "expected"), [
     (leaves_the_ball, {"eps_ball"}),
     (does_not_clamp, {"eps_ball"}),
@@ -280,10 +294,14 @@ def crashes(model, images, labels, eps, params):
     (moves_at_eps_zero, {"eps_zero"}),
     (depends_on_the_batch, {"batch_halves"}),
     (unseeded, {"seeded"}),
-    (forgets_the_eps_axis, {"output_shape", "eps_ball", "eps_zero", "batch_halves", "seeded"}),
-    (returns_float64, {"output_shape", "eps_ball", "eps_zero", "batch_halves", "seeded"}),
+    (forgets_the_eps_axis, {"output_shape", "eps_ball", "eps_zero", "batch_halves", "seeded",
+                            "attacks"}),
+    (returns_float64, {"output_shape", "eps_ball", "eps_zero", "batch_halves", "seeded",
+                       "attacks"}),
     (crashes, {"output_shape", "finite", "eps_ball", "input_unchanged", "model_restored",
-               "eps_zero", "batch_halves", "seeded"}),
+               "eps_zero", "batch_halves", "seeded", "attacks"}),
+    (identity, {"attacks"}),
+    (noise_of_no_consequence, {"attacks"}),
 ], ids=case_id)
 def test_broken_attacks_fail_the_right_checks(attack, expected):
     results = run_checks(component("attack", attack.__name__, attack))
@@ -303,10 +321,75 @@ def test_broken_attacks_fail_the_right_checks(attack, expected):
     (unseeded, "seeded", "torch.manual_seed(0) differ"),
     (forgets_the_eps_axis, "output_shape", "shape (8, 1, 16, 16), expected (3, 8, 1, 16, 16)"),
     (crashes, "finite", "raised RuntimeError: CUDA out of memory (simulated)"),
+    (identity, "attacks", "does not attack: at ε = 0.3 (L∞ ball) the kit's MLP keeps 100% "
+     "accuracy and its loss does not rise"),
 ], ids=lambda value: value.__name__ if callable(value) else None)
 def test_failures_say_what_is_wrong(attack, check, words):
     results = {r.name: r for r in run_checks(component("attack", attack.__name__, attack))}
     assert words in results[check].message
+
+
+MINIMUM_L2 = benchlab.ThreatModel("l2", minimum_norm=True)
+
+
+def minimum_norm_identity(model, images, labels, eps, params):
+    return images.clone()
+
+
+def stops_short_of_the_boundary(model, images, labels, eps, params):
+    """Half of a gradient step toward the boundary, as a minimum-norm attack that
+    returns images it has moved but not flipped."""
+    return (images + 1e-3 * input_gradient(model, images, labels).sign()).clamp(0, 1)
+
+
+def minimum_norm_pgd(model, images, labels, eps, params):
+    """Flips what it can within L2 3, returns the rest unchanged."""
+    with torch.no_grad():
+        before = model(images).argmax(dim=1)
+    x = images.clone()
+    for _ in range(20):
+        step = input_gradient(model, x, labels)
+        step = step / step.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        x = (x + 0.15 * step).clamp(0, 1)
+    with torch.no_grad():
+        flipped = model(x).argmax(dim=1) != before
+    return torch.where(flipped.view(-1, 1, 1, 1), x, images)
+
+
+@pytest.mark.parametrize(("attack", "words"), [
+    (minimum_norm_identity, "does not attack: returned all 8 images unchanged"),
+    (stops_short_of_the_boundary, "does not attack: of the 8 images it returned changed, 8 "
+     "keep the model's prediction"),
+], ids=lambda value: value.__name__ if callable(value) else None)
+def test_a_minimum_norm_attack_that_flips_nothing_fails(attack, words):
+    results = run_checks(component("attack", attack.__name__, attack, threat=MINIMUM_L2))
+    assert failing(results) == {"attacks"}, [(r.name, r.message) for r in results]
+    assert words in next(r.message for r in results if r.name == "attacks")
+
+
+def test_a_minimum_norm_attack_that_flips_passes():
+    results = run_checks(component("attack", "mn", minimum_norm_pgd, threat=MINIMUM_L2))
+    assert [(r.name, r.message) for r in results if r.failed] == []
+
+
+def test_an_attack_that_declares_it_may_have_no_effect_skips_the_check_with_its_reason():
+    reason = "probes a defence: it only attacks a model that randomises its input"
+    declared = component("attack", "probe", identity, no_effect=reason)
+    results = {r.name: r for r in run_checks(declared)}
+    assert failing(results.values()) == set()
+    assert results["attacks"].skipped and reason in results["attacks"].message
+    # a function of the parameters: None means the check applies
+    per_params = component("attack", "probe", identity, no_effect=lambda params: None)
+    assert failing(run_checks(per_params)) == {"attacks"}
+
+
+def test_the_no_effect_keyword_is_checked_at_registration():
+    from benchlab.registration import keyword_problem
+
+    assert keyword_problem("attack", {"no_effect": "targeted"}) is None
+    assert "keyword 'no_effect': expected a reason" in keyword_problem(
+        "attack", {"no_effect": 3})
+    assert "unknown keyword 'no_effect'" in keyword_problem("explainer", {"no_effect": "x"})
 
 
 # -- broken explainers -------------------------------------------------------------------
@@ -523,7 +606,7 @@ def test_check_names_per_kind():
         ("dataset", check_dataset)]}
     assert names == {
         "attack": ["output_shape", "finite", "eps_ball", "input_unchanged", "model_restored",
-                   "eps_zero", "batch_halves", "seeded"],
+                   "eps_zero", "batch_halves", "seeded", "attacks"],
         "explainer": ["output_shape", "finite", "in_range", "no_hooks_left", "model_restored",
                       "input_unchanged"],
         "model": ["logits", "trainable", "named_layers", "eval_deterministic",

@@ -96,7 +96,14 @@ def test_a_run_derives_accuracy_at_every_eps_from_the_norms(tmp_path, registry):
     inv = rows[rows["attack"] == "invert"].set_index(["metric", "eps"])["value"]
     clean = inv[("accuracy", 0.0)]
     # Inverting moves some pixel of every image by more than 0.5 and by at most 1.
-    assert inv[("accuracy", 0.5)] == clean and inv[("linf", 0.5)] == 0.0
+    # No image is broken within 0.5: no perturbation to average (not 0 for each image).
+    assert inv[("accuracy", 0.5)] == clean and math.isnan(inv[("linf", 0.5)])
+    assert inv[("linf.n", 0.5)] == 0.0
+    # At ε = 1 the mean is over the correctly classified images the attack broke.
+    broken = inv[("linf.n", 1.0)]
+    assert broken == round(inv[("success_rate", 1.0)] * inv[("success_rate.n", 1.0)])
+    assert (0.5 < inv[("linf", 1.0)] <= 1.0) if broken else math.isnan(inv[("linf", 1.0)])
+    assert inv[("l2.n", 1.0)] == broken
     assert inv[("accuracy", 1.0)] <= clean
     assert rows[(rows["attack"] == "invert") & (rows["metric"] == "minimum_norm")]["value"].item() == 1
     assert rows[(rows["attack"] == "noise") & (rows["metric"] == "minimum_norm")]["value"].item() == 0
@@ -127,6 +134,14 @@ def test_the_report_sets_both_kinds_side_by_side_and_names_each_explainer(tmp_pa
     robustness = pd.read_csv(out / "robustness.csv")
     assert set(robustness["threat"]) == {"minimum L∞", "L∞ ball"}
     assert "### Minimum-norm attacks" in summary
+    # the minimum-norm attack's norms are over the images it broke, with their n
+    invert = robustness[robustness["attack"] == "invert"].set_index("eps")
+    assert invert.loc[0.5, "mean L∞"] == "– (none broken, n = 0)"
+    assert invert.loc[1.0, "mean L∞"].endswith(")") and "(n = " in invert.loc[1.0, "mean L∞"]
+    assert "(n = " not in robustness[robustness["attack"] == "noise"]["mean L∞"].iloc[0]
+    found = pd.read_csv(out / "results.csv").set_index(["attack", "metric"])["value"]
+    assert f"| {found[('invert', 'not_flipped')]:.0f} of " \
+           f"{found[('invert', 'not_flipped.n')]:.0f} |" in summary
     assert "## Explanation grids (run 0)" in summary and "Grad-CAM grids" not in summary
     assert "### intensity" in summary and "### second" in summary
     assert (out / "grid_tiny-invert-second.png").is_file()

@@ -47,7 +47,6 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
             row(job, "accuracy.n", float(len(labels)), attack=job.attack.key, eps=0.0)]
     for i, e in enumerate(eps):
         adv_pred, _ = predict(model, adversarial[i], batch)
-        linf, l2 = metrics.mean_perturbation_norms(images, adversarial[i])
         where = dict(attack=job.attack.key, eps=e)
         rows += [
             row(job, "accuracy", metrics.accuracy(adv_pred, labels), **where),
@@ -55,8 +54,8 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
             row(job, "success_rate",
                 metrics.attack_success_rate(clean_pred, adv_pred, labels, targets), **where),
             row(job, "success_rate.n", float(eligible.sum()), **where),
-            row(job, "linf", linf, **where),
-            row(job, "l2", l2, **where),
+            *norm_rows(job, images, adversarial[i], output.threat.minimum_norm,
+                       (clean_pred == labels) & (adv_pred != labels), where),
         ]
     # A minimum-norm attack makes one batch, not one per eps.
     made = len(labels) * (1 if output.threat.minimum_norm else len(eps))
@@ -75,14 +74,33 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
                      where=ws.where())
 
 
+def norm_rows(job: Job, images: torch.Tensor, adversarial: torch.Tensor, minimum_norm: bool,
+              broken: torch.Tensor, where: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean L∞ and L2 of the perturbations at one ε, each with the number of images it
+    is taken over (``linf.n``, ``l2.n``): every image for an attack bounded by a ball;
+    for a minimum-norm attack only the images it broke within ε (the others are
+    their clean images at this ε, and would count as 0), NaN when there are none."""
+    if minimum_norm:
+        images, adversarial = images[broken], adversarial[broken]
+    n = float(len(images))
+    if not len(images):
+        linf = l2 = float("nan")
+    else:
+        linf, l2 = (float(v) for v in metrics.mean_perturbation_norms(images, adversarial))
+    return [row(job, "linf", linf, **where), row(job, "linf.n", n, **where),
+            row(job, "l2", l2, **where), row(job, "l2.n", n, **where)]
+
+
 def threat_rows(job: Job, output: threat.AttackOutput, clean_pred: torch.Tensor,
                 labels: torch.Tensor, model: torch.nn.Module, batch: int
                 ) -> list[dict[str, Any]]:
     """What the attack bounds (``norm_p``: p of its norm, inf for L∞;
     ``minimum_norm``: 1 or 0) and, for a minimum-norm attack, the perturbations it
     found: ``found_rate`` (share of the correctly classified images it got past,
-    with ``attacked`` of them) and ``median_norm`` of those successful
-    perturbations (NaN when there are none)."""
+    with ``attacked`` of them), ``median_norm`` of those successful
+    perturbations (NaN when there are none) and ``not_flipped``: the correctly
+    classified images it returned changed whose prediction did not change, of
+    ``not_flipped.n`` returned changed."""
     assert job.attack is not None
     where = dict(attack=job.attack.key)
     p = {"linf": float("inf"), "l2": 2.0, "l1": 1.0, "l0": 0.0}[output.threat.norm]
@@ -92,13 +110,19 @@ def threat_rows(job: Job, output: threat.AttackOutput, clean_pred: torch.Tensor,
         return rows
     # The widest batch holds every adversarial the attack found within the suite's
     # largest eps; the norms say which of all found ones succeeded.
+    # benchlab decides success itself: an image is broken only where the model's
+    # prediction on the returned image differs from its label.
     found, _ = predict(model, output.found, batch)
     correct = clean_pred == labels
     success = correct & (found != labels)
+    changed = output.norms > 1e-5  # returned changed: the attack reports it found one
     norms = output.norms[success]
     median = norms.median().item() if norms.numel() else float("nan")
     rows += [row(job, "attacked", float(correct.sum()), **where),
              row(job, "found_rate", float(success.sum()) / max(int(correct.sum()), 1)
                  if int(correct.sum()) else float("nan"), **where),
-             row(job, "median_norm", median, **where)]
+             row(job, "median_norm", median, **where),
+             # returned changed, yet the model still predicts the label
+             row(job, "not_flipped", float((correct & changed & ~success).sum()), **where),
+             row(job, "not_flipped.n", float((correct & changed).sum()), **where)]
     return rows

@@ -19,6 +19,7 @@ from benchlab.report.attention_sentences import MIN_GROUP, Family, claims, sente
 from benchlab.report.loading import DEFAULTS
 from benchlab.report.markdown import table as markdown_table
 from benchlab.report.plots import plot_attention, plot_sanity
+from benchlab.report.robustness import threats
 
 # MIN_GROUP and estimates are part of what this section is read with
 __all__ = ["MIN_GROUP", "estimates", "section"]
@@ -38,6 +39,8 @@ def section(results: pd.DataFrame, out: Path,
     groups = list(dict.fromkeys(zip(table["model"], table["attack"], table["explainer"])))
     runs = int(table["runs"].max())
     layers = explained_layers(results)
+    attack_rows = results[results["attack"].notna() & results["explainer"].isna()]
+    norms = {attack: norm for attack, (norm, _) in threats(attack_rows).items()}
 
     main, outcome, layer_rows, sanity = [], [], [], []
     checked: set[tuple[str, str]] = set()
@@ -94,13 +97,14 @@ def section(results: pd.DataFrame, out: Path,
                         ("cam_intensity", "mean map intensity"),
                         ("deletion_auc", "deletion AUC (lower: more faithful)"),
                         ("insertion_auc", "insertion AUC (higher: more faithful)")],
-        out / "attention.png", "Attention under attack; bars: 95% confidence intervals")
+        out / "attention.png", "Attention under attack; bars: 95% confidence intervals",
+        norms)
     plot_attention(
         table, groups, [("cam_similarity|flipped", "similarity, prediction flipped"),
                         ("cam_similarity|held", "similarity, prediction held"),
                         ("cam_similarity|flipped-held", "similarity: flipped − held")],
         out / "attention_outcome.png",
-        "Attention shift by outcome of the attack; bars: 95% confidence intervals")
+        "Attention shift by outcome of the attack; bars: 95% confidence intervals", norms)
 
     described = []
     for model, attack, explainer in groups:

@@ -25,7 +25,10 @@ __all__ = ["CELL_INCHES", "DPI", "draw_grid", "grid_size_inches", "pick_distinct
 
 CELL_INCHES = 1.3  # one image plus its caption
 DPI = 100
-_LEFT, _RIGHT, _TOP, _BOTTOM = 0.9, 0.1, 0.6, 0.1  # margins in inches: row labels, title
+# margins in inches: row labels on the left; on top the title above the first row's
+# captions, which take two lines when the true labels are shown
+_LEFT, _RIGHT, _TOP, _BOTTOM = 0.9, 0.1, 0.95, 0.1
+_TITLE_INCHES = 0.1  # from the top edge to the top of the title
 CAM_ALPHA = 0.5
 CAM_COLORMAP = "jet"
 
@@ -98,7 +101,7 @@ def draw_grid(images: torch.Tensor, cams: torch.Tensor | None, preds: torch.Tens
                            bottom=_BOTTOM / height, top=1 - _TOP / height,
                            wspace=0.05, hspace=0.3)
     axes = figure.subplots(rows, cols, squeeze=False)
-    figure.suptitle(title)
+    figure.suptitle(title, y=1 - _TITLE_INCHES / height, va="top")
     preds = preds.detach().cpu()
     if labels is not None:
         labels = labels.detach().cpu().flatten()

@@ -21,8 +21,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from benchlab import stats  # noqa: E402
 from benchlab.messages import NORM_LABELS  # noqa: E402
 
-__all__ = ["CONTROLS", "plot_attention", "plot_epoch_curves", "plot_robustness", "plot_sanity",
-           "plot_step_curves", "plot_sweep"]
+__all__ = ["CONTROLS", "line_styles", "plot_attention", "plot_epoch_curves", "plot_robustness",
+           "plot_sanity", "plot_step_curves", "plot_sweep"]
 
 DPI = 120
 CONTROLS = ("random",)  # explainers drawn dashed: what the others are read against
@@ -35,7 +35,9 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _over_runs(runs: int) -> str:
-    return f"mean ± 1 std over {runs} run{'s' if runs != 1 else ''}"
+    if runs == 1:
+        return "one run (one trained model: no spread over runs)"
+    return f"mean ± 1 std over {runs} runs"
 
 
 def plot_epoch_curves(table: pd.DataFrame, metric: str, models: list[str], runs: int, title: str,
@@ -157,17 +159,56 @@ def plot_robustness(rows: pd.DataFrame, models: list[str], attacks: list[str],
     _save(fig, path)
 
 
+def line_styles(groups: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict]:
+    """A style per (model, attack, explainer) that stays distinct past ten lines: the
+    colour says the attack and explainer (tab20, or evenly spaced hues beyond 20), the
+    line style and marker the model; a control explainer is drawn faded."""
+    pairs = list(dict.fromkeys((attack, explainer) for _, attack, explainer in groups))
+    models = list(dict.fromkeys(model for model, _, _ in groups))
+    if len(pairs) <= 10:
+        colors = [plt.get_cmap("tab10")(i) for i in range(len(pairs))]
+    elif len(pairs) <= 20:
+        colors = [plt.get_cmap("tab20")(i) for i in range(len(pairs))]
+    else:
+        colors = [plt.get_cmap("turbo")(x) for x in np.linspace(0.05, 0.95, len(pairs))]
+    dashes, markers = ["-", "--", ":", "-."], "os^vDP<>"
+    styles = {}
+    for model, attack, explainer in groups:
+        m = models.index(model)
+        control = explainer in CONTROLS
+        styles[(model, attack, explainer)] = dict(
+            color=colors[pairs.index((attack, explainer))], linestyle=dashes[m % len(dashes)],
+            marker=markers[m % len(markers)], alpha=0.6 if control else 1.0)
+    return styles
+
+
 def plot_attention(table: pd.DataFrame, groups: list[tuple[str, str, str]],
-                     panels: list[tuple[str, str]], path: Path, title: str) -> None:
-    """One panel per (metric, label) of ``panels`` against ε, one line with its interval
-    per (model, attack, explainer); a metric ``base|qualifier`` picks a qualified estimate.
-    ``table`` is :func:`benchlab.report.attention_estimates.estimates`."""
-    cols = 3
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
-    for ax, (metric, label) in zip(axes.flat, panels):
+                   panels: list[tuple[str, str]], path: Path, title: str,
+                   norms: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """One panel per (metric, label) of ``panels`` and norm against ε, one line with its
+    interval per (model, attack, explainer); a metric ``base|qualifier`` picks a
+    qualified estimate. ``norms``: each attack's norm (default L∞); attacks of different
+    norms are drawn on separate panels, their ε being on different scales. The legend
+    sits below the panels. ``table`` is
+    :func:`benchlab.report.attention_estimates.estimates`. Returns each panel's title
+    and x label."""
+    norms = norms or {}
+    present = list(dict.fromkeys(norms.get(attack, "linf") for _, attack, _ in groups))
+    cells = [(metric, label, norm) for metric, label in panels for norm in present]
+    cols = 3 if len(present) == 1 else len(present)
+    rows = math.ceil(len(cells) / cols)
+    styles = line_styles(groups)
+    ncol = 3 if cols >= 3 else 2
+    legend_height = 0.2 * math.ceil(len(groups) / ncol) + 0.3
+    height = 3.4 * rows + legend_height
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height), squeeze=False)
+    handles: dict[str, object] = {}
+    for ax, (metric, label, norm) in zip(axes.flat, cells):
         base, _, qualifier = metric.partition("|")
-        for model, attack, explainer in groups:
+        for group in groups:
+            model, attack, explainer = group
+            if norms.get(attack, "linf") != norm:
+                continue
             sub = table[(table["model"] == model) & (table["attack"] == attack)
                         & (table["explainer"] == explainer) & (table["base"] == base)
                         & (table["qualifier"] == qualifier)].sort_values("eps")
@@ -175,18 +216,24 @@ def plot_attention(table: pd.DataFrame, groups: list[tuple[str, str, str]],
                 continue
             low = (sub["value"] - sub["low"]).clip(lower=0).fillna(0)
             high = (sub["high"] - sub["value"]).clip(lower=0).fillna(0)
-            ax.errorbar(sub["eps"], sub["value"], yerr=[low, high], marker="o", ms=3,
-                        capsize=2, label=f"{model} · {attack} · {explainer}",
-                        linestyle="--" if explainer in CONTROLS else "-",
-                        alpha=0.6 if explainer in CONTROLS else 1.0)
-        ax.set_xlabel("ε")
-        ax.set_title(label, fontsize=9)
+            name = f"{model} · {attack} · {explainer}"
+            handles[name] = ax.errorbar(sub["eps"], sub["value"], yerr=[low, high], ms=3,
+                                        capsize=2, lw=1.2, label=name, **styles[group])
+        ax.set_xlabel(f"ε ({NORM_LABELS[norm]})")
+        ax.set_title(label if len(present) == 1 else f"{label}, {NORM_LABELS[norm]}",
+                     fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol,
+                   fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
+    fig.savefig(path, dpi=DPI)
+    drawn = [(ax.get_title(), ax.get_xlabel()) for ax in list(axes.flat)[:len(cells)]]
+    plt.close(fig)
+    return drawn
 
 
 def plot_sanity(table: pd.DataFrame, path: Path) -> bool:

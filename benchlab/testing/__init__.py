@@ -11,7 +11,8 @@ Plugin authors run the checks in their own test suite, one test per check::
 ``benchlab check NAME`` runs the same checks through :func:`run_checks`.
 
 Attack and explainer checks run the component on a tiny deterministic CNN
-(:func:`tiny_cnn`) and a synthetic batch in [0, 1] (:func:`synthetic_batch`), so
+(:func:`tiny_cnn`; the check that an attack attacks, on a small MLP,
+:func:`attackable_mlp`) and a synthetic batch in [0, 1] (:func:`synthetic_batch`), so
 no training, data or network is needed and each check takes milliseconds. Every
 check runs inside :func:`torch.random.fork_rng`: seeding there does not leak
 into the caller's random state.
@@ -32,7 +33,7 @@ Which module owns what:
 from benchlab.testing.attacks import check_attack
 from benchlab.testing.datasets import check_dataset
 from benchlab.testing.explainers import check_explainer
-from benchlab.testing.fixtures import synthetic_batch, tiny_cnn
+from benchlab.testing.fixtures import attackable_mlp, synthetic_batch, tiny_cnn
 from benchlab.testing.kit import Check, CheckFailure, CheckResult, resolve
 from benchlab.testing.models import check_model
 from benchlab.testing.procedures import check_procedure
@@ -42,6 +43,7 @@ __all__ = [
     "Check",
     "CheckFailure",
     "CheckResult",
+    "attackable_mlp",
     "check_attack",
     "check_dataset",
     "check_explainer",

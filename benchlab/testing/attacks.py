@@ -1,5 +1,6 @@
 """The attack checks: shape, finiteness, the ε-ball, inputs and model left alone,
-ε = 0, batch independence and seeding, on the kit's tiny CNN and synthetic batch.
+ε = 0, batch independence, seeding, and that the attack attacks, on the kit's tiny
+CNN and synthetic batch.
 
 A minimum-norm attack returns one batch with no ε to respect; the checks see it
 as the batches per ε derived from it, as the runner does.
@@ -25,7 +26,14 @@ from benchlab.testing.expect import (
     guard,
     max_gap,
 )
-from benchlab.testing.fixtures import KIT_SEED, Inputs, clean_images, fresh_inputs, synthetic_batch
+from benchlab.testing.fixtures import (
+    KIT_SEED,
+    Inputs,
+    attackable_mlp,
+    clean_images,
+    fresh_inputs,
+    synthetic_batch,
+)
 from benchlab.testing.kit import (
     Check,
     CheckFailure,
@@ -37,9 +45,13 @@ from benchlab.testing.kit import (
 )
 from benchlab.threat import perturbation_norms, within_budget
 
-__all__ = ["ATTACK_EPS", "CHECKS", "check_attack", "declared_randomised"]
+__all__ = ["ATTACK_EPS", "CHECKS", "EFFECT_EPS", "check_attack", "declared_no_effect",
+           "declared_randomised"]
 
 ATTACK_EPS = (0.03, 0.1, 0.3)
+#: the largest ε of each norm, at which an attack must lower the accuracy or raise the
+#: loss of the kit's model (its images have 1x16x16 = 256 pixels)
+EFFECT_EPS = {"linf": 0.3, "l2": 3.0, "l1": 30.0, "l0": 32.0}
 
 
 def _attack(component: Component, setup: Setup, eps: Sequence[float] = ATTACK_EPS, *,
@@ -80,6 +92,27 @@ def _not_declared_randomised(component: Component, setup: Setup) -> str | None:
 
 
 DETERMINISTIC = Requirement("deterministic", _not_declared_randomised)
+
+
+def declared_no_effect(component: Component, setup: Setup) -> str | None:
+    """Why the attack may leave an undefended model as accurate as it was, as declared
+    with ``register(..., no_effect=...)`` (text, or a function of its validated
+    parameters giving text or None); None when it declares nothing."""
+    declared = component.extra.get("no_effect")
+    if callable(declared):
+        declared = declared(setup.validated_params(component))
+    return str(declared) if declared else None
+
+
+def _declared_no_effect(component: Component, setup: Setup) -> str | None:
+    reason = declared_no_effect(component, setup)
+    if reason:
+        return f"not applicable: the attack declares it may leave the model as it was " \
+               f"(register(..., no_effect=...)): {reason}"
+    return None
+
+
+MAY_HAVE_NO_EFFECT = Requirement("attacks", _declared_no_effect)
 
 
 # -- checks --------------------------------------------------------------------------
@@ -170,6 +203,61 @@ def _seeded(component: Component, setup: Setup) -> None:
                            "or from a seeded torch.Generator")
 
 
+def _loss_and_accuracy(model: torch.nn.Module, images: torch.Tensor,
+                       labels: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        logits = model(images)
+    loss = torch.nn.functional.cross_entropy(logits.double(), labels)
+    return float(loss), float((logits.argmax(dim=1) == labels).double().mean())
+
+
+def _attacks(component: Component, setup: Setup) -> None:
+    """At the largest ε of its norm the attack lowers the accuracy or raises the loss
+    of an undefended model (the kit's MLP, labelled with its own predictions, so every
+    image starts correct); a minimum-norm attack flips most images it returns changed."""
+    params = setup.validated_params(component)
+    threat = component.threat(params)
+    eps = EFFECT_EPS[threat.norm]
+    images = clean_images(setup.device)
+    model = attackable_mlp(device=setup.device)
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)
+    torch.manual_seed(KIT_SEED)
+    output = component.obj(model, images.clone(), labels.clone(), [eps], params)
+    where = f"at ε = {eps:g} ({threat})"
+    if threat.minimum_norm:
+        expect_tensor(output, tuple(images.shape), images, "minimum-norm attack output")
+        changed = max_gap_per_image(output, images) > ATOL
+        if not bool(changed.any()):
+            raise CheckFailure(f"does not attack: returned all {len(images)} images "
+                               "unchanged on the kit's MLP (an image it fails on is "
+                               "returned as it was)")
+        with torch.no_grad():
+            flipped = model(output).argmax(dim=1) != labels
+        kept = int((changed & ~flipped).sum())
+        if 2 * kept >= int(changed.sum()):
+            raise CheckFailure(f"does not attack: of the {int(changed.sum())} images it "
+                               f"returned changed, {kept} keep the model's prediction "
+                               "(a minimum-norm attack must flip most images it returns "
+                               "changed; return an image it fails on unchanged)")
+        return
+    expect_tensor(output, (1, *images.shape), images, "attack output")
+    clean_loss, clean_accuracy = _loss_and_accuracy(model, images, labels)
+    loss, accuracy = _loss_and_accuracy(model, output[0], labels)
+    if accuracy < clean_accuracy or loss > clean_loss + 1e-6 * max(1.0, clean_loss):
+        return
+    raise CheckFailure(
+        f"does not attack: {where} the kit's MLP keeps {100 * accuracy:.0f}% accuracy "
+        f"and its loss does not rise ({clean_loss:.4g} on the clean images, {loss:.4g} "
+        "attacked); an attack that may leave a model as it was says why with "
+        "register(..., no_effect=\"...\")")
+
+
+def max_gap_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Largest absolute difference per image: (N, ...) -> (N,)."""
+    return (a.double() - b.double()).abs().flatten(1).amax(dim=1)
+
+
 CHECKS = (
     CheckSpec("output_shape", _output_shape),
     CheckSpec("finite", _finite),
@@ -179,6 +267,7 @@ CHECKS = (
     CheckSpec("eps_zero", _eps_zero),
     CheckSpec("batch_halves", _batch_halves, needs=(DETERMINISTIC,)),
     CheckSpec("seeded", _seeded),
+    CheckSpec("attacks", _attacks, needs=(MAY_HAVE_NO_EFFECT,)),
 )
 
 

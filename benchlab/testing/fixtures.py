@@ -12,8 +12,8 @@ from torch import nn
 
 from benchlab.components import DatasetInfo
 
-__all__ = ["KIT_SEED", "MNIST_SHAPED_INFO", "SYNTHETIC_INFO", "Inputs", "clean_images",
-           "fresh_inputs", "synthetic_batch", "tiny_cnn"]
+__all__ = ["KIT_SEED", "MNIST_SHAPED_INFO", "SYNTHETIC_INFO", "Inputs", "attackable_mlp",
+           "clean_images", "fresh_inputs", "synthetic_batch", "tiny_cnn"]
 
 KIT_SEED = 0
 
@@ -54,6 +54,24 @@ def tiny_cnn(channels: int = 1, num_classes: int = 10, *, seed: int = KIT_SEED,
         with torch.no_grad():
             model.bn.running_mean.uniform_(-0.2, 0.2)
             model.bn.running_var.uniform_(0.5, 1.5)
+    return model.to(device).eval()
+
+
+def attackable_mlp(shape: tuple[int, int, int] = (1, 16, 16), num_classes: int = 10, *,
+                   seed: int = KIT_SEED, device: torch.device | str = "cpu") -> nn.Module:
+    """A small MLP (flatten -> linear -> ReLU -> linear) in eval mode, the same for the
+    same seed, whose prediction depends on each pixel: the model the kit attacks to
+    check that an attack attacks.
+
+    :func:`tiny_cnn` averages its features over the image and gives every synthetic
+    image the same class, with margins no attack within ε = 0.3 in L∞ can cross; this
+    one gives the synthetic images several classes, and PGD flips all of them.
+    """
+    pixels = shape[0] * shape[1] * shape[2]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 16), nn.ReLU(),
+                              nn.Linear(16, num_classes))
     return model.to(device).eval()
 
 
