@@ -63,7 +63,9 @@ class Trackers:
             try:
                 params = component.validate_params({})
                 sinks.append((name, component.obj(params, SinkState(run_dir, name))))
-            except (ValidationError, ValueError, ImportError) as exc:
+            except ImportError as exc:  # a library the sink needs: how to install it
+                raise TrackerError(f"--track {name}: {exc}") from None
+            except (ValidationError, ValueError) as exc:
                 raise TrackerError(f"--track {name}: {describe(exc)}") from None
         return cls(sinks, directory=Path(run_dir), log=log)
 
