@@ -20,7 +20,6 @@ from traceback import format_exception
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from benchlab.jobs import Job
 from benchlab.messages import describe
@@ -65,7 +64,7 @@ class Trackers:
                 sinks.append((name, component.obj(params, SinkState(run_dir, name))))
             except ImportError as exc:  # a library the sink needs: how to install it
                 raise TrackerError(f"--track {name}: {exc}") from None
-            except (ValidationError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - bad parameters or any refusal of the sink
                 raise TrackerError(f"--track {name}: {describe(exc)}") from None
         return cls(sinks, directory=Path(run_dir), log=log)
 

@@ -16,7 +16,7 @@ imported only when a run is tracked. What it logs:
   ``results.csv``, such as a success rate over no correctly classified image) is
   not logged.
 
-Where: ``MLFLOW_TRACKING_URI`` (a server, ``sqlite:///...``, a folder), else a
+Where: ``MLFLOW_TRACKING_URI`` (a server, ``sqlite:///...``), else a
 local store in the run directory, ``DIR/tracking/mlflow/mlflow.db`` with its
 artifacts beside it (open it with ``mlflow ui --backend-store-uri sqlite:///...``).
 
