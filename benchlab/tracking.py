@@ -46,6 +46,7 @@ class Trackers:
     def __init__(self, sinks: Sequence[tuple[str, Sink]] = (), *, directory: Path | None = None,
                  log: Log = print):
         self._sinks = list(sinks)
+        self._names = [name for name, _ in self._sinks]
         self.directory = directory
         self.failed: dict[str, str] = {}  # sink name -> the one line said when it failed
         self._log = log
@@ -73,7 +74,8 @@ class Trackers:
 
     @property
     def names(self) -> list[str]:
-        return [name for name, _ in self._sinks]
+        """Every sink opened, those switched off since included."""
+        return list(self._names)
 
     # -- events -----------------------------------------------------------------
     def begin(self, store: RunStore, suite_name: str, resumed: bool, jobs: Sequence[Job],
