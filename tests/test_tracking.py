@@ -192,6 +192,7 @@ def test_ctrl_c_then_resume_against_a_tracking_server_logs_each_run_and_metric_o
 def test_a_local_store_by_default_or_the_one_named_and_a_resume_duplicating_nothing(
         toy, tmp_path, monkeypatch, capsys, store):
     out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)  # where MLflow puts the artifacts of a sqlite store it names
     if store == "MLFLOW_TRACKING_URI":
         uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -208,6 +209,7 @@ def test_a_local_store_by_default_or_the_one_named_and_a_resume_duplicating_noth
     _check_logged(MlflowClient(uri), out)
     if store == "run directory":
         assert (out / "tracking" / "mlflow" / "artifacts").is_dir()
+        assert not (tmp_path / "mlruns").exists()  # nothing left in the working directory
 
 
 def test_an_unreachable_server_costs_nothing_but_one_line(toy, tmp_path, monkeypatch, capsys):
