@@ -17,6 +17,7 @@ from benchlab.components import (
     ThreatModel,
 )
 from benchlab.modes import frozen_eval
+from benchlab.sinks import JobRecorded, RunEnded, RunStarted, Sink, SinkState
 
 try:
     __version__ = version("benchlab")
@@ -31,10 +32,15 @@ __all__ = [
     "DatasetInfo",
     "DatasetSplit",
     "FileStatus",
+    "JobRecorded",
     "NoParams",
     "ParamError",
     "Params",
     "Provenance",
+    "RunEnded",
+    "RunStarted",
+    "Sink",
+    "SinkState",
     "ThreatModel",
     "__version__",
     "frozen_eval",

@@ -223,6 +223,7 @@ def _run(args: argparse.Namespace, suite, out: Path) -> int:
         where += [f"--scheduler {shlex.quote(args.scheduler)}"] if args.scheduler else []
     if args.checkpoint_every != "epoch":
         where.append(f"--checkpoint-every {args.checkpoint_every}")
+    where += [f"--track {shlex.quote(name)}" for name in dict.fromkeys(args.track)]
     resume_hint = " ".join(["benchlab run --resume", shlex.quote(str(out)), *where])
     executor = None
     if args.executor == "dask":
@@ -232,17 +233,19 @@ def _run(args: argparse.Namespace, suite, out: Path) -> int:
                                         workers=args.workers)
     elif args.scheduler or args.workers:
         raise _UsageError("--scheduler and --workers apply to --executor dask only")
+    trackers = _trackers(args, out)
     try:
         outcome = run_suite(suite, _registry(), out, device=args.device,
                             resume=bool(args.resume), executor=executor,
                             checkpoint=args.checkpoint_every != "off",
-                            checkpoint_every=_steps(args.checkpoint_every))
+                            checkpoint_every=_steps(args.checkpoint_every), trackers=trackers)
     except ValueError as exc:
         if isinstance(exc, SuiteError):
             raise
         raise _UsageError(str(exc)) from None
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
+        _track_end(trackers, out, "interrupted")
         _err(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; {_finished(out)} "
              f"finished job(s) are kept in {out}. Continue with: {resume_hint}")
         print(out)
@@ -257,6 +260,7 @@ def _run(args: argparse.Namespace, suite, out: Path) -> int:
     from benchlab.report import render
 
     render(out)
+    _track_end(trackers, out, "failed" if outcome.failed else "finished", outcome)
     status = EXIT_OK
     if outcome.failed:
         _err(f"{len(outcome.failed)} job(s) failed (see summary.md):")
@@ -269,11 +273,42 @@ def _run(args: argparse.Namespace, suite, out: Path) -> int:
     ok = len(outcome.ran) - len(outcome.reused)
     reused = (f"{len(outcome.reused)} trained model(s) reused from the model cache; "
               if outcome.reused else "")
+    tracked = "".join(f"; tracked with {name}" + (" until it failed (said above)"
+                                                    if name in trackers.failed else "")
+                      for name in trackers.names)
     print(f"ran {ok + len(outcome.failed)} job(s): {ok} ok, {len(outcome.failed)} failed; "
-          f"{reused}{len(outcome.skipped)} already done; summary: {out / 'summary.md'}",
-          file=sys.stderr)
+          f"{reused}{len(outcome.skipped)} already done; summary: {out / 'summary.md'}"
+          f"{tracked}", file=sys.stderr)
     print(out)
     return status
+
+
+def _trackers(args: argparse.Namespace, out: Path):
+    """The sinks ``--track`` names, open for the run in ``out``."""
+    from benchlab.tracking import TrackerError, Trackers, tracked_before
+
+    if args.resume and not args.track and (before := tracked_before(out)):
+        _err(f"this run was tracked with {', '.join(before)} before; add "
+             f"--track {before[0]} to keep tracking it")
+    try:
+        return Trackers.open(args.track, _registry(), out,
+                             log=lambda line: print(line, file=sys.stderr))
+    except TrackerError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _track_end(trackers, out: Path, status: str, outcome=None) -> None:
+    """Tell the sinks the run ended, with its summary, tables and plots."""
+    from benchlab.runlog import run_log
+    from benchlab.sinks import RunEnded
+    from benchlab.tracking import run_files
+
+    if not trackers:
+        return
+    counts = (_finished(out), 0, 0) if outcome is None else (
+        len(outcome.ran), len(outcome.failed), len(outcome.skipped))
+    with run_log(out):
+        trackers.end(RunEnded(status, *counts, files=run_files(out)))
 
 
 def _resumed_suite(out: Path, args: argparse.Namespace):
@@ -533,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, metavar="N",
                    help="with --executor dask and no --scheduler: worker processes of the "
                         "LocalCluster, one thread each (default: one per core)")
+    p.add_argument("--track", action="append", default=[], metavar="SINK",
+                   help="also log the run to a result sink, e.g. mlflow (MLFLOW_TRACKING_URI, "
+                        "else a local store in the run directory); repeatable")
     p.add_argument("--checkpoint-every", type=_checkpoint_every, default="epoch",
                    metavar="epoch|N|off",
                    help="when train jobs keep a checkpoint to continue from after an "
@@ -546,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="run the conformance checks on a registered component")
     p.add_argument("name")
-    p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer", "procedure"])
+    p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer", "procedure",
+                                      "sink"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_check)
 

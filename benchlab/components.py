@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from benchlab.messages import NORM_LABELS
 
-KINDS = ("dataset", "model", "attack", "explainer", "procedure")
-Kind = Literal["dataset", "model", "attack", "explainer", "procedure"]
+KINDS = ("dataset", "model", "attack", "explainer", "procedure", "sink")
+Kind = Literal["dataset", "model", "attack", "explainer", "procedure", "sink"]
 Split = Literal["train", "test"]
 Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")

@@ -63,3 +63,14 @@ def register_procedures(register):
     procedure under the run's autocast, then backpropagates the loss and steps the
     optimiser; the procedure must not touch the optimiser.
     """
+
+
+@hookspec
+def register_sinks(register):
+    """Register result sinks (experiment trackers): ``register(name, open, params=Params)``.
+
+    ``open(params, state) -> Sink`` opens the sink for one run (``benchlab run
+    --track NAME``); the sink's ``start``, ``record`` and ``end`` are then called as
+    the run starts, as each job is recorded and as it ends. ``state`` keeps what
+    the sink needs to reattach on ``--resume``. See :mod:`benchlab.sinks`.
+    """

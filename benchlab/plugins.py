@@ -44,6 +44,7 @@ _HOOK_FOR_KIND: dict[Kind, str] = {
     "attack": "register_attacks",
     "explainer": "register_explainers",
     "procedure": "register_procedures",
+    "sink": "register_sinks",
 }
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")  # part of file names: keep it short
 

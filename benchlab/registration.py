@@ -94,6 +94,7 @@ KEYWORDS: dict[Kind, dict[str, Keyword]] = {
         Keyword("passes", "an integer >= 1 or a function (params) -> int", _is_passes,
                 "forward and backward passes per optimisation step (its cost)"),
     )},
+    "sink": {k.name: k for k in (_LIBRARY,)},
 }
 
 

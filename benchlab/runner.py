@@ -53,6 +53,7 @@ from benchlab.runlog import run_log
 from benchlab.scheduler import Ready, Scheduler
 from benchlab.store import JobRecord, RunStore, read_results
 from benchlab.suite import Suite
+from benchlab.tracking import Trackers, job_recorded
 
 __all__ = ["Outcome", "default_output_dir", "resolve_device", "run_suite"]
 
@@ -78,7 +79,8 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
               resume: bool = False, cache: ModelCache | None = None,
               log: Log = lambda s: print(s, file=sys.stderr),
               executor: Callable[..., Executor] | None = None,
-              checkpoint: bool = True, checkpoint_every: int | None = None) -> Outcome:
+              checkpoint: bool = True, checkpoint_every: int | None = None,
+              trackers: Trackers | None = None) -> Outcome:
     """Run every job of ``suite`` not yet finished in ``out_dir``; return what happened.
 
     ``executor(registry=, device=, root=, on_epoch=, on_checkpoint=)`` makes the
@@ -88,6 +90,9 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
     With ``checkpoint`` (the default) every train job keeps a checkpoint of each run
     in ``out_dir`` at the end of every epoch, and every ``checkpoint_every``
     optimisation steps when that is set; an interrupted train job continues from it.
+
+    ``trackers`` (:mod:`benchlab.tracking`) are told as the run starts and as each
+    job is recorded; the caller tells them its end, after the report.
     """
     dev = resolve_device(device) if executor is None else device
     if executor is None:
@@ -111,7 +116,7 @@ def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str = 
         raise
     try:
         run = _Run(suite, registry, RunStore(Path(out_dir)), cache or ModelCache(), ex,
-                   progress, log)
+                   progress, log, trackers or Trackers())
         run.checkpoint, run.checkpoint_every = checkpoint, checkpoint_every
         run.prepare(dev, resume)
         with run_log(run.store.root):
@@ -141,9 +146,9 @@ class _Run:
     """One run of a suite, stage by stage (see the module's docstring)."""
 
     def __init__(self, suite: Suite, registry: Registry, store: RunStore, cache: ModelCache,
-                 ex: Executor, progress: Progress, log: Log):
+                 ex: Executor, progress: Progress, log: Log, trackers: Trackers):
         self.suite, self.registry, self.store, self.cache = suite, registry, store, cache
-        self.ex, self.progress, self.log = ex, progress, log
+        self.ex, self.progress, self.log, self.trackers = ex, progress, log, trackers
         self.jobs: list[Job] = []
         self.done: set[str] = set()
         self.scheduler = Scheduler([], [])
@@ -188,6 +193,7 @@ class _Run:
         for failure in self.registry.failures:
             self.log(f"warning: plugin {failure.plugin} ({failure.distribution}) was not "
                      f"loaded: {failure.error}")
+        self.trackers.begin(self.store, self.suite.name, resume, self.jobs, self.done)
         self.progress.expect(job for job in self.jobs if job.id not in self.done)
         self.scheduler = Scheduler(self.jobs, self.done)
         for job_id in self.checkpoints.jobs():
@@ -402,10 +408,10 @@ class _Run:
         log_path = None
         if traceback:
             log_path = self.store.save_log(job.id, f"{job.id}: {message}\n\n{traceback}")
-        self.store.save_job(JobRecord(job.id, job.kind, "ok" if result.ok else "failed",
-                                      message, round(result.seconds, 3),
-                                      describe_where(result.where)),
-                            result.rows if result.ok else [])
+        record = JobRecord(job.id, job.kind, "ok" if result.ok else "failed", message,
+                           round(result.seconds, 3), describe_where(result.where))
+        self.store.save_job(record, result.rows if result.ok else [])
+        self.trackers.record(job_recorded(job, record, result.rows if result.ok else []))
         self.scheduler.resolve(job.id, result.ok)
         if job.kind == "train":
             self.checkpoints.remove(job.id)  # its model is in the cache, or it failed

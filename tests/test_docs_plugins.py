@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plugins.md"
 EXAMPLE = ROOT / "examples" / "benchlab-pgd"
 HOOKS = ("register_datasets", "register_models", "register_attacks", "register_explainers",
-         "register_procedures")
+         "register_procedures", "register_sinks")
 
 _FENCE = re.compile(r'^```(?P<lang>[\w-]*)(?:\s+title="(?P<title>[^"]+)")?\s*$')
 

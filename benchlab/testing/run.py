@@ -35,6 +35,7 @@ CHECKS_BY_KIND: dict[Kind, tuple[CheckSpec, ...]] = {
     "model": MODEL_CHECKS,
     "dataset": DATASET_CHECKS,
     "procedure": PROCEDURE_CHECKS,
+    "sink": (),  # a sink talks to a service: tests/test_tracking.py shows how to test one
 }
 
 #: check name -> why it is expected to fail; for several components, a function
