@@ -389,6 +389,24 @@ def _verify_run(out: Path) -> dict[str, str]:
     return damaged
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchlab.compare import CompareError, compare
+    from benchlab.compare_text import markdown, write
+
+    try:
+        comparison = compare(args.dirs, args.metric or None)
+    except CompareError as exc:
+        raise _UsageError(str(exc)) from None
+    print(markdown(comparison), end="")
+    if args.out:
+        try:
+            md, csv = write(comparison, Path(args.out))
+        except OSError as exc:
+            raise _UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
+        _err(f"comparison written to {md} and {csv}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- check, data
 
 
@@ -510,6 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="redraw tables and plots of a run from results.csv")
     p.add_argument("dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="the same metrics of two or more runs side by side")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run directories; the first is the baseline the others are "
+                        "compared with")
+    p.add_argument("--metric", action="append", default=[], metavar="PATTERN",
+                   help="compare only metrics matching this glob (repeatable), e.g. "
+                        "'test_acc' or 'cam_*'")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write compare.md and compare.csv there (default: print only)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="run the conformance checks on a registered component")
     p.add_argument("name")
