@@ -206,8 +206,9 @@ def _table(runs: list[RunData]) -> pd.DataFrame:
                        mean=math.nan, sd=math.nan, diff=math.nan, ci_low=math.nan,
                        ci_high=math.nan, p=math.nan, p_holm=math.nan, why="")
             if values is not None:
-                row["mean"] = float(values.mean())
-                row["sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+                with np.errstate(invalid="ignore"):  # an infinite value has no spread
+                    row["mean"] = float(values.mean())
+                    row["sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             if run is not runs[0]:
                 row.update(_against(values, base))
             rows.append(row)
@@ -219,7 +220,11 @@ def _against(values: np.ndarray | None, base: np.ndarray | None) -> dict[str, An
     p-value where both have two runs or more; ``why`` in words where they are missing."""
     if values is None or base is None:
         return {"why": "only in the baseline" if values is None else "not in the baseline"}
-    found: dict[str, Any] = {"diff": float(values.mean() - base.mean())}
+    with np.errstate(invalid="ignore"):  # inf - inf: no difference to state
+        found: dict[str, Any] = {"diff": float(values.mean() - base.mean())}
+    if len(values) == len(base) and np.array_equal(np.sort(values), np.sort(base)):
+        found.update(diff=0.0, why="identical values")
+        return found
     if len(values) < 2 or len(base) < 2:
         found["why"] = "single run"
         return found
@@ -235,6 +240,8 @@ def _outcome(row, alpha: float) -> str:
         return ""
     if row.why in ("only in the baseline", "not in the baseline"):
         return row.why
+    if row.why == "identical values":
+        return "identical values"
     if row.why == "single run":
         return "same value" if row.diff == 0 else "differs (single run: no test)"
     if row.ci_low == row.ci_high:  # neither side varies

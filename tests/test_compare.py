@@ -97,7 +97,7 @@ def test_single_runs_are_flagged_in_words_without_a_test(tmp_path):
     assert set(t.index.get_level_values("metric")) == {"test_acc", "test_loss", "accuracy"}
     assert t.loc[("test_acc", "A"), "mean"] == 0.9  # the last epoch, not the first
     assert t.loc[("test_acc", "B"), "outcome"] == "differs (single run: no test)"
-    assert t.loc[("test_loss", "B"), "outcome"] == "same value"
+    assert t.loc[("test_loss", "B"), "outcome"] == "identical values"
     assert t.loc[("accuracy", "B"), "outcome"] == "only in the baseline"
     assert c.tests == 0 and t["p"].isna().all()
     assert c.suite_differences == {"train.precision": ["fp32", "bf16"]}
@@ -109,9 +109,13 @@ def test_single_runs_are_flagged_in_words_without_a_test(tmp_path):
 
 def test_runs_without_spread_are_the_same_or_differ_in_every_run(tmp_path):
     a = _run_dir(tmp_path / "a", [*_train(0, 0.9), *_train(1, 0.9)])
-    b = _run_dir(tmp_path / "b", [*_train(0, 0.9, loss=0.3), *_train(1, 0.9, loss=0.3)])
+    b = _run_dir(tmp_path / "b", [*_train(0, 0.9, loss=0.3), *_train(1, 0.9, loss=0.3),
+                                  *_train(2, 0.9, loss=0.3)])
     t = compare([a, b]).table.set_index(["metric", "run"])
     assert t.loc[("test_acc", "B"), "outcome"] == "same in every run"
+    c = _run_dir(tmp_path / "c", [*_train(0, 0.9), *_train(1, 0.9)])
+    assert compare([a, c]).table.set_index(["metric", "run"]).loc[
+        ("test_acc", "B"), "outcome"] == "identical values"
     assert t.loc[("test_loss", "B"), "outcome"] == "differs in every run"
 
 

@@ -41,7 +41,7 @@ def test_the_run_shows_its_verdict_and_main_figure(executed):
     shown = _data(executed[0], "text/html")
     assert "<b>fgsm_gradcam</b>" in shown and "Per-epoch test accuracy" in shown
     assert '<img alt="test_accuracy"' in shown and "data:image/png;base64," in shown
-    assert "step/s" in _text(executed[0]) or "step" in _text(executed[0])  # the bar
+    assert "fgsm_gradcam: 100%" in _text(executed[0])  # the progress bar, finished
 
 
 @pytest.mark.slow
@@ -59,5 +59,7 @@ def test_results_summary_plots_and_comparison_are_objects(executed):
 
 @pytest.mark.slow
 def test_a_bad_suite_raises_the_line_the_cli_prints(executed):
-    assert _text(executed[8]).strip().endswith(
-        "train.epoch: unknown key 'epoch'; did you mean 'epochs'?")
+    (line,) = _text(executed[8]).strip().splitlines()
+    assert line.startswith(str(NOTEBOOK.parents[2] / "suites" / "fgsm_gradcam.yaml"))
+    assert (": --set train.epoch: unknown key 'epoch'; did you mean 'epochs'? (expected one "
+            "of ") in line and line.endswith("procedure)")
