@@ -331,62 +331,22 @@ def _resumed_suite(out: Path, args: argparse.Namespace):
 
 
 def _lock(out: Path, command: str, option: str):
-    """Claim the existing directory ``out`` for this process (see :mod:`benchlab.lock`)."""
-    from benchlab.lock import LockHeld, RunLock
+    """Claim the existing directory ``out`` for this process (see :mod:`benchlab.outdir`)."""
+    from benchlab.outdir import lock
 
-    lock = RunLock(out, command)
-    try:
-        stale = lock.acquire()
-    except LockHeld as exc:
-        raise _UsageError(str(exc)) from None
-    except OSError as exc:
-        raise _UsageError(f"{option}: cannot claim the directory: {exc.strerror or exc}"
-                          ) from None
-    if stale is not None:
-        _err(f"{out}: took over the lock of {stale.name()}, which no longer runs")
-    return lock
+    return lock(out, command, option)
 
 
 def _claim(out: Path):
-    """``--out``: a new or empty directory, never one holding another run, claimed for
-    this process before anything else is written there."""
-    from benchlab.lock import is_lock_file
+    from benchlab.outdir import claim
 
-    if out.exists() and not out.is_dir():
-        raise _UsageError(f"--out {out}: is a file; expected a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
-    lock = _lock(out, "benchlab run", f"--out {out}")
-    try:
-        clutter = next((p for p in out.iterdir() if not is_lock_file(p.name)), None)
-    except OSError as exc:
-        lock.release()
-        raise _UsageError(f"--out {out}: {exc.strerror or exc}") from None
-    if clutter is not None:
-        lock.release()
-        what = "a benchlab run" if (out / "suite.yaml").exists() else "other files"
-        raise _UsageError(f"--out {out}: not empty (it holds {what}); continue that run with "
-                          f"--resume {out}, or give a new or empty directory")
-    return out, lock
+    return claim(out)
 
 
 def _claim_new(out: Path):
-    """The default output directory, created exclusively (two runs started in the same
-    second get ``STAMP`` and ``STAMP-2``) and claimed."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):
-            candidate = out if n == 1 else out.with_name(f"{out.name}-{n}")
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            return candidate, _lock(candidate, "benchlab run", str(candidate))
-    except OSError as exc:
-        raise _UsageError(f"{out.parent}: {exc.strerror or exc}") from None
-    raise _UsageError(f"{out.parent}: 999 runs started in the same second")
+    from benchlab.outdir import claim_new
+
+    return claim_new(out)
 
 
 # The machine, not the suite or the code: the user can fix these and resume; what to do.
@@ -451,6 +411,24 @@ def _verify_run(out: Path) -> dict[str, str]:
     order += sorted(good - set(order))
     store.write_results(order)
     return damaged
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchlab.compare import CompareError, compare
+    from benchlab.compare_text import markdown, write
+
+    try:
+        comparison = compare(args.dirs, args.metric or None)
+    except CompareError as exc:
+        raise _UsageError(str(exc)) from None
+    print(markdown(comparison), end="")
+    if args.out:
+        try:
+            md, csv = write(comparison, Path(args.out))
+        except OSError as exc:
+            raise _UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
+        _err(f"comparison written to {md} and {csv}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- check, data
@@ -582,6 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("compare", help="the same metrics of two or more runs side by side")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run directories; the first is the baseline the others are "
+                        "compared with")
+    p.add_argument("--metric", action="append", default=[], metavar="PATTERN",
+                   help="compare only metrics matching this glob (repeatable), e.g. "
+                        "'test_acc' or 'cam_*'")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write compare.md and compare.csv there (default: print only)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("check", help="run the conformance checks on a registered component")
     p.add_argument("name")
     p.add_argument("--kind", choices=["dataset", "model", "attack", "explainer", "procedure",
@@ -611,6 +600,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from benchlab.outdir import OutDirError
     from benchlab.plugins import PluginError
     from benchlab.suite import SuiteError
 
@@ -638,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
-    except (_UsageError, PluginError) as exc:
+    except (_UsageError, PluginError, OutDirError) as exc:
         _err(str(exc))
         return EXIT_INVALID
     except KeyboardInterrupt as exc:

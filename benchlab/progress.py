@@ -3,7 +3,8 @@
 The bar counts epochs of train jobs and whole attack and explain jobs. When stderr
 is not a terminal (a file, a pipe, a batch system's log) there is no bar, and each
 finished job prints one line with where it ran, its headline number and its time.
-A failed job always prints one line, with where its traceback was kept.
+In a Jupyter notebook there is a bar: a widget where ipywidgets is installed, text
+otherwise. A failed job always prints one line, with where its traceback was kept.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ _HEADLINE = ("test_acc", "accuracy", "cam_similarity")
 
 class Progress:
     def __init__(self, name: str):
-        self.bar = tqdm(total=0, unit="step", desc=name, disable=None, file=sys.stderr,
-                        dynamic_ncols=True)
+        bar, disable = (_notebook_bar(), False) if _in_notebook() else (tqdm, None)
+        self.bar = bar(total=0, unit="step", desc=name, disable=disable, file=sys.stderr,
+                       dynamic_ncols=True)
 
     def expect(self, jobs: Iterable[Job]) -> None:
         """The jobs still to run: an epoch of training or a job is one step."""
@@ -53,6 +55,22 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _in_notebook() -> bool:
+    """In a Jupyter kernel (whose stderr is no terminal, though its output is shown)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _notebook_bar():
+    try:
+        import ipywidgets  # noqa: F401 - the notebook bar is drawn with it
+        from tqdm.notebook import tqdm as bar
+    except ImportError:
+        from tqdm.std import tqdm as bar
+    return bar
 
 
 def describe_where(where: dict[str, str]) -> str:
