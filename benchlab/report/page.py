@@ -6,8 +6,9 @@ any other page of benchlab can be, in the same style::
     from benchlab.report.page import Figure, Markdown, Section, Table, page
     html = page("fp32 against bf16", [Section("Accuracy", [Markdown("..."), Table(frame)])])
 
-Figures are Plotly figures (``plotly.graph_objects.Figure`` or their dict), drawn in
-the browser by plotly.js's basic bundle shipped in ``static/``; tables sort by a click
+Figures are plotly.js figures (``{"data": [...], "layout": {...}}``, or anything with
+``to_plotly_json()``), drawn in the browser by plotly.js's basic bundle (scatter and
+bar traces) shipped in ``static/``; tables sort by a click
 on a column's header and filter by free text and by the values of their model, attack,
 explainer and ε columns (``static/page.js``).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 from markdown_it import MarkdownIt
-from plotly.utils import PlotlyJSONEncoder
 
 __all__ = ["Figure", "Html", "Image", "Markdown", "Part", "Section", "Table", "page",
            "slug"]
@@ -53,7 +54,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Figure:
-    """A Plotly figure (a ``plotly.graph_objects.Figure`` or its dict)."""
+    """A plotly.js figure: a dict of ``data`` and ``layout`` (numpy values allowed)."""
 
     figure: Any
     caption: str = ""
@@ -157,15 +158,29 @@ def _text(value: object) -> str:
 
 def _figure(figure: Any, caption: str, number: int) -> str:
     spec = figure.to_plotly_json() if hasattr(figure, "to_plotly_json") else figure
-    # Plotly's encoder writes numpy arrays and NaN (as null, a gap in a line)
-    data = json.dumps({"data": spec.get("data", []), "layout": spec.get("layout", {})},
-                      cls=PlotlyJSONEncoder, separators=(",", ":"))
+    data = json.dumps(_plain({"data": spec.get("data", []), "layout": spec.get("layout", {})}),
+                      separators=(",", ":"), allow_nan=False)
     # "</" inside a script element would end it early
     data = data.replace("</", "<\\/")
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return (f'<figure class="plot"><div class="plotly-figure" id="figure-{number}"></div>'
             f'<script type="application/json" class="figure-data">{data}</script>{cap}'
             "</figure>")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` in plain JSON types: numpy arrays and numbers as lists and numbers, NaN
+    as null (a gap in a line)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else value
+        return _plain(items) if not isinstance(items, (list, tuple)) else [_plain(v) for v in items]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @cache
