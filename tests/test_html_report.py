@@ -113,12 +113,13 @@ def test_the_environment_the_suite_and_where_each_job_ran(fgsm_page):
     assert "FGSM and iterative FGSM" in words  # the suite's description, as run
     jobs = pd.read_csv(out / "jobs.csv")
     for job in jobs.itertuples():
-        assert job.id in words and job.where in words
+        assert job.id in words
+        assert (job.where if isinstance(job.where, str) else "not recorded") in words
 
 
 def test_a_failed_job_shows_its_message_and_traceback(tmp_path):
     out = _copy("bn_vs_plain", tmp_path)
-    jobs = pd.read_csv(out / "jobs.csv")
+    jobs = pd.read_csv(out / "jobs.csv", dtype={"message": object})
     jobs.loc[0, ["status", "message"]] = ["failed", "RuntimeError: out of <memory>"]
     jobs.to_csv(out / "jobs.csv", index=False)
     (out / "jobs").mkdir(exist_ok=True)
@@ -145,5 +146,5 @@ def test_page_builds_any_page_from_sections():
     assert '<a href="#numbers">Numbers</a>' in text and '<section id="pictures">' in text
     assert "<strong>bold</strong>" in text and text.count("<table>") == 2
     assert "<td>–</td>" in text  # an absent value is a dash, never nan
-    assert '"x":[1,2,null]' in text  # NaN is a gap of the line, not invalid JSON
+    assert '"x":[1.0,2.0,null]' in text  # NaN is a gap of the line, not invalid JSON
     assert "NaN" not in re.sub(r"<script>.*?</script>", "", text, flags=re.S)

@@ -119,6 +119,8 @@ def _shown(value: object) -> str:
 def _jobs(out: Path, jobs: pd.DataFrame) -> list[Part]:
     shown = jobs[[c for c in _JOB_COLUMNS if c in jobs.columns]].rename(columns=_JOB_COLUMNS)
     shown = shown.astype(object).where(shown.notna(), "")
+    if "where" in shown:  # runs before jobs recorded it, and models taken from the cache
+        shown["where"] = [w if w != "" else "not recorded" for w in shown["where"]]
     counts = jobs["status"].value_counts() if "status" in jobs else pd.Series(dtype=int)
     said = ", ".join(f"{n} {status}" for status, n in counts.items())
     parts: list[Part] = [Markdown(f"{len(jobs)} job(s): {said}."), Table(shown)]
