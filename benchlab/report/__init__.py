@@ -14,6 +14,9 @@ Who owns what:
   :mod:`.robustness` ("Robustness"), :mod:`.attention` ("Attention under attack",
   built from :mod:`.attention_estimates` and :mod:`.attention_sentences`),
   :mod:`.explanation_grids` ("Explanation grids");
+- :mod:`.html` -- report.html: summary.md as an interactive page, with the figures of
+  :mod:`.figures`, the environment, the suite and the jobs; :mod:`.page` -- any
+  self-contained page (sections of Markdown, tables, figures, images);
 - :mod:`.markdown` -- tables and number formats; :mod:`.plots` -- the figures of the
   sections; :mod:`.grid` -- the clean-versus-adversarial explanation grid figure (also
   used by explain jobs to pick its images).

@@ -22,8 +22,20 @@ from benchlab.report.plots import plot_attention, plot_sanity
 from benchlab.report.robustness import threats
 
 # MIN_GROUP and estimates are part of what this section is read with
-__all__ = ["MIN_GROUP", "estimates", "section"]
+__all__ = ["MIN_GROUP", "OUTCOME_PANELS", "PANELS", "estimates", "section"]
 
+
+#: the panels of attention.png: (metric, label); ``base|qualifier`` picks a qualified estimate
+PANELS = [("cam_empty_share", "share of empty maps"),
+          ("cam_similarity", "similarity to the clean map (Pearson r)"),
+          ("cam_background_share", "share of the map on background"),
+          ("cam_intensity", "mean map intensity"),
+          ("deletion_auc", "deletion AUC (lower: more faithful)"),
+          ("insertion_auc", "insertion AUC (higher: more faithful)")]
+#: the panels of attention_outcome.png
+OUTCOME_PANELS = [("cam_similarity|flipped", "similarity, prediction flipped"),
+                  ("cam_similarity|held", "similarity, prediction held"),
+                  ("cam_similarity|flipped-held", "similarity: flipped − held")]
 
 def section(results: pd.DataFrame, out: Path,
             md_table: Callable[[pd.DataFrame], str] = markdown_table,
@@ -91,19 +103,10 @@ def section(results: pd.DataFrame, out: Path,
                                                    "cam_empty_share", qualifier)), **cells})
 
     plot_attention(
-        table, groups, [("cam_empty_share", "share of empty maps"),
-                        ("cam_similarity", "similarity to the clean map (Pearson r)"),
-                        ("cam_background_share", "share of the map on background"),
-                        ("cam_intensity", "mean map intensity"),
-                        ("deletion_auc", "deletion AUC (lower: more faithful)"),
-                        ("insertion_auc", "insertion AUC (higher: more faithful)")],
-        out / "attention.png", "Attention under attack; bars: 95% confidence intervals",
-        norms)
+        table, groups, PANELS, out / "attention.png",
+        "Attention under attack; bars: 95% confidence intervals", norms)
     plot_attention(
-        table, groups, [("cam_similarity|flipped", "similarity, prediction flipped"),
-                        ("cam_similarity|held", "similarity, prediction held"),
-                        ("cam_similarity|flipped-held", "similarity: flipped − held")],
-        out / "attention_outcome.png",
+        table, groups, OUTCOME_PANELS, out / "attention_outcome.png",
         "Attention shift by outcome of the attack; bars: 95% confidence intervals", norms)
 
     described = []

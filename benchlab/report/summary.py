@@ -14,6 +14,7 @@ from benchlab.report.attention import section as attention_section
 from benchlab.report.epochs import section as training_section
 from benchlab.report.explanation_grids import section as grids_section
 from benchlab.report.failures import section as failures_section
+from benchlab.report.html import render_html
 from benchlab.report.loading import load_run, ordered
 from benchlab.report.overfitting import section as overfitting_section
 from benchlab.report.robustness import section as robustness_section
@@ -24,7 +25,8 @@ __all__ = ["render"]
 
 
 def render(out: Path) -> Path:
-    """Write summary.md and the plots of the run in ``out``; return the summary's path."""
+    """Write summary.md, report.html and the plots of the run in ``out``; return the
+    summary's path."""
     run = load_run(out)
     out, results = run.out, run.results
     md = [f"# {run.title}", ""]
@@ -50,7 +52,9 @@ def render(out: Path) -> Path:
     if len(md) <= 3:
         md += ["_No finished jobs yet._", ""]
     path = out / "summary.md"
-    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    text = "\n".join(md).rstrip() + "\n"
+    atomic_write_text(path, text)
+    render_html(run, text)
     return path
 
 
