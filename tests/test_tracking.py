@@ -29,7 +29,7 @@ from benchlab.suite import validate_suite
 from benchlab.tracking import Trackers
 from benchlab_plugins import mlflow_sink
 
-mlflow = pytest.importorskip("mlflow")  # the mlflow extra; the test extra installs it
+mlflow = pytest.importorskip("mlflow")  # the mlflow extra; .ci/run installs it
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 SUITE = {
