@@ -427,7 +427,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             md, csv = write(comparison, Path(args.out))
         except OSError as exc:
             raise _UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
-        _err(f"comparison written to {md} and {csv}")
+        _err(f"comparison written to {md}, {md.with_suffix('.html')} and {csv}")
     return EXIT_OK
 
 

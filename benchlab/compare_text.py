@@ -1,5 +1,6 @@
 """A :class:`~benchlab.compare.Comparison` written out: Markdown for the terminal and
-``compare.md``, the tidy table as ``compare.csv``."""
+``compare.md``, the same as one offline page in the report's style (``compare.html``,
+its tables sortable and filterable), the tidy table as ``compare.csv``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from benchlab.compare import KEY, Comparison, RunData
 from benchlab.files import atomic_write_text
 from benchlab.messages import squeeze
 
-__all__ = ["markdown", "write"]
+__all__ = ["html_page", "markdown", "write"]
 
 DASH = "–"
 #: metrics that are shares in [0, 1]: shown as percentages, differences in points
@@ -32,15 +33,36 @@ def markdown(c: Comparison) -> str:
 
 
 def write(c: Comparison, out: Path) -> tuple[Path, Path]:
-    """``out/compare.md`` and ``out/compare.csv``; their paths."""
+    """``out/compare.md``, ``out/compare.html`` and ``out/compare.csv``; the paths of the
+    first and the last."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "compare.md", out / "compare.csv"
-    atomic_write_text(md, markdown(c))
+    text = markdown(c)
+    atomic_write_text(md, text)
+    atomic_write_text(out / "compare.html", html_page(text))
     paths = {r.label: str(r.path) for r in c.runs}
     table = c.table.drop(columns="why").assign(path=c.table["run"].map(paths))
     atomic_write_text(csv, table.to_csv(index=False))
     return md, csv
+
+
+def html_page(text: str) -> str:
+    """The Markdown of a comparison as a page: its title, then one section per ``## ``
+    heading (tables sortable and filterable, as in report.html)."""
+    from benchlab.report.page import Markdown, Section, page
+
+    title, *rest = text.split("\n", 1)
+    sections, heading, lines = [], "", []
+    for line in (rest[0] if rest else "").splitlines():
+        if line.startswith("## "):
+            if heading or any(x.strip() for x in lines):
+                sections.append(Section(heading, [Markdown("\n".join(lines))]))
+            heading, lines = line[3:].strip(), []
+        else:
+            lines.append(line)
+    sections.append(Section(heading, [Markdown("\n".join(lines))]))
+    return page(title.lstrip("# ").strip(), sections, subtitle="benchlab compare")
 
 
 # --------------------------------------------------------------------------- the runs

@@ -132,6 +132,14 @@ def test_out_writes_the_markdown_and_a_tidy_csv(tmp_path, fp32_bf16):
     table = pd.read_csv(csv)
     assert len(table) == 24 and set(table["run"]) == {"A", "B"}
     assert set(table["path"]) == {str(FP32), str(BF16)}
+    # the same comparison as an offline page in the report's style: every section, every
+    # metric row, nothing loaded from outside
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert page.startswith("<!doctype html>") and "Content-Security-Policy" in page
+    assert '<h2>What differs</h2>' in page and '<h2>Metrics</h2>' in page
+    assert "train.precision" in page
+    rows = [line for line in markdown(fp32_bf16).splitlines() if line.startswith("| ")]
+    assert page.count("<tr") >= len(rows)
 
 
 @pytest.mark.parametrize(("make", "expected"), [
@@ -174,5 +182,6 @@ def test_the_cli_prints_markdown_and_writes_files_only_with_out(tmp_path):
     assert not list(tmp_path.iterdir())
     result = benchlab("compare", str(FP32), str(BF16), "--out", str(tmp_path / "c"))
     assert result.returncode == 0
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["compare.csv", "compare.md"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["compare.csv", "compare.html",
+                                                                   "compare.md"]
     assert benchlab("compare", str(FP32)).returncode == 2
