@@ -137,7 +137,8 @@ def test_draw_grid_writes_a_png_of_the_expected_size(tmp_path: Path) -> None:
     with Image.open(path) as png:
         assert png.format == "PNG"
         assert png.size == (round(width * DPI), round(height * DPI))
-    assert width / height == pytest.approx((0.9 + 4 * 1.3 + 0.1) / (0.6 + 3 * 1.3 + 0.1))
+    # margins: 0.9 left, 0.1 right, 0.95 on top (the title clear of the captions), 0.1 below
+    assert width / height == pytest.approx((0.9 + 4 * 1.3 + 0.1) / (0.95 + 3 * 1.3 + 0.1))
     assert plt.get_fignums() == figures_before  # nothing left open
 
     draw_grid(images[:, :, 0], None, preds, confidences, ["a", "b", "c"], "no cams",

@@ -62,4 +62,4 @@ def test_a_bad_suite_raises_the_line_the_cli_prints(executed):
     (line,) = _text(executed[8]).strip().splitlines()
     assert line.startswith(str(NOTEBOOK.parents[2] / "suites" / "fgsm_gradcam.yaml"))
     assert (": --set train.epoch: unknown key 'epoch'; did you mean 'epochs'? (expected one "
-            "of ") in line and line.endswith("procedure)")
+            "of") in line and line.endswith("procedure)")
