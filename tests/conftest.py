@@ -125,3 +125,13 @@ def mnist_root() -> Path:
     statuses = fetch(default_registry().get("dataset", "mnist").obj, root)
     assert statuses and all(s.verified for s in statuses), statuses
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored afterwards: small tensors compute many
+    times faster on a shared 2-core machine, and runs compute as in a pack."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

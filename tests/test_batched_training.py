@@ -38,11 +38,8 @@ def cnn_bn() -> nn.Module:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 def assert_close_runs(batched, alone, atol=2e-5):

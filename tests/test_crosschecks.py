@@ -28,12 +28,8 @@ EPS = (0.05, 0.1, 0.3)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: on a shared 2-core machine one thread is many times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(threads)
 
 
 def _batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,11 +23,8 @@ THREE = TrainConfig(epochs=3, batch_size=64, test_batch_size=100)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 def cnn_bn() -> nn.Module:

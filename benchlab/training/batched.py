@@ -44,7 +44,7 @@ from benchlab.training.config import (
     RunResult,
     StepRecord,
     TrainConfig,
-    learning_rate,
+    set_learning_rate,
 )
 from benchlab.training.randomness import SeededDropout, dropout_mask, seed_dropouts
 from benchlab.training.run import Cancelled, Data, to_float
@@ -192,10 +192,7 @@ class _Batch:
                                         to_float(images), labels)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        if self.config.lr_schedule != "constant":
-            lr = learning_rate(self.config, done + 1, self.steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        set_learning_rate(self.optimizer, self.config, done + 1, self.steps)
         self.optimizer.step()
         return losses.detach(), logits.detach()
 

@@ -160,6 +160,17 @@ def runs_per_task(config: TrainConfig, device: torch.device | str) -> int:
     return pack_size(config, device)
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int,
+                      steps: int) -> None:
+    """Give every parameter group the learning rate of step ``step`` (1-based) of
+    ``steps``; nothing to do for a constant schedule, whose rate the optimiser holds."""
+    if config.lr_schedule == "constant":
+        return
+    lr = learning_rate(config, step, steps)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
     """The learning rate of optimisation step ``step`` (1-based) of ``steps`` in all."""
     if config.lr_schedule == "constant":

@@ -21,7 +21,7 @@ from benchlab.training.config import (
     RunResult,
     StepRecord,
     TrainConfig,
-    learning_rate,
+    set_learning_rate,
 )
 from benchlab.training.randomness import (
     global_rng_seeded,
@@ -312,10 +312,7 @@ class _Step:
                 loss, logits = self.procedure(self.model, images, labels, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.lr_schedule != "constant":
-            lr = learning_rate(self.config, done + 1, self.steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        set_learning_rate(self.optimizer, self.config, done + 1, self.steps)
         self.optimizer.step()
         return loss.detach(), logits.detach()
 
