@@ -42,6 +42,7 @@ def environment(device: torch.device | str, suite: Suite, registry: Registry
         "device": str(device),
         "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_bf16(),
         "gpu": gpu,
         "git_commit": _git_commit(),
         "seeds": [suite.train.seed + r for r in range(suite.train.max_runs)],
@@ -50,6 +51,28 @@ def environment(device: torch.device | str, suite: Suite, registry: Registry
                     for name, p in registry.plugins.items()},
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX, as oneDNN
+    sees it). Without, bf16 is emulated: ``cnn_bn`` trained about 10x slower in bf16
+    than in fp32 on a 2-core AMD EPYC without them (``benchmarks/bench_training.py``)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_warning(suite: Suite, device: torch.device | str) -> str | None:
+    """One line when the suite trains in bf16 on a CPU that only emulates it."""
+    if torch.device(device).type != "cpu" or cpu_has_bf16():
+        return None
+    models = [ref.key for ref in suite.models if suite.train_of(ref).precision == "bf16"]
+    if not models:
+        return None
+    return (f"warning: train.precision bf16 ({', '.join(models)}) on a CPU without "
+            "bfloat16 instructions (AVX512-BF16 or AMX): emulated, about 10x slower than "
+            "fp32 here; use fp32 on this machine")
 
 
 def _version(dist: str) -> str | None:

@@ -58,7 +58,7 @@ class TrainSpec:
     lr: float
     optimizer: str
     momentum: float
-    test_batch_size: int
+    test_batch_size: int | str  # a number, or "auto" (benchlab.inference)
     precision: str
     eval_every: int | None  # learning curves: every N steps (None: off)
     eval_size: int | None  # ... on the first N test images

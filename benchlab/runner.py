@@ -40,7 +40,7 @@ import torch
 from benchlab.cache import ModelCache
 from benchlab.checkpoints import CheckpointDamaged, Checkpoints
 from benchlab.data import data_root
-from benchlab.environment import environment
+from benchlab.environment import bf16_warning, environment
 from benchlab.execute import JobResult, resolve_device, split_records, train_rows
 from benchlab.executors import Done, Executor, Task
 from benchlab.files import atomic_write_text
@@ -174,6 +174,8 @@ class _Run:
             previous = json.loads(env_path.read_text())
             env = {**previous, "resumed": [*previous.get("resumed", []), env["started"]]}
         atomic_write_text(env_path, json.dumps(env, indent=2))
+        if isinstance(device, torch.device) and (warning := bf16_warning(self.suite, device)):
+            self.log(warning)
 
     # -- 2. plan --------------------------------------------------------------
     def plan(self, resume: bool) -> None:

@@ -63,6 +63,10 @@ class BatchStatisticsNorm(nn.BatchNorm2d):
     leaving its running estimates as training left them (same parameters and buffers
     as :class:`torch.nn.BatchNorm2d`, and the same computation in train mode)."""
 
+    #: an image's output depends on the rest of its batch: evaluation keeps a fixed
+    #: batch size for this model (benchlab.inference)
+    batch_dependent = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)

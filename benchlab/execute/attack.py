@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from benchlab import metrics, threat
+from benchlab import inference, metrics, threat
 from benchlab.execute.rows import row
 from benchlab.execute.workspace import JobResult, StateDict, Workspace, blame, predict, seeded
 from benchlab.jobs import Job
@@ -28,6 +28,8 @@ def attack(job: Job, ws: Workspace, state: StateDict, keep: int = 0) -> JobResul
     images, labels = split.floats(ws.device), split.labels.to(ws.device)
     batch = job.evaluation.batch_size
     model = ws.trained_model(job, state, images[:batch])
+    # predictions at the device's fastest batch, unless the model's depend on the batch
+    batch = inference.batch_size("auto", model, ws.device, fallback=batch)
     clean_pred, _ = predict(model, images, batch)
     eps = list(job.eps)
 

@@ -213,7 +213,9 @@ class TrainSection(_Strict):
     lr_schedule: Literal["constant", "cyclic"] = "constant"
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    test_batch_size: Annotated[int, Field(gt=0)] = 1000
+    # the evaluations' batch (the test split after every epoch, the learning curve);
+    # auto: the fastest on the device (benchlab.inference)
+    test_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1
     # Learning curves: evaluate every N optimisation steps on the first eval_size

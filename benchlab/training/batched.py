@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from benchlab import inference
 from benchlab.components import DatasetSplit
 from benchlab.training.config import (
     EpochRecord,
@@ -254,10 +255,11 @@ def train_batched(models: Sequence[nn.Module], seeds: Sequence[int], data: Data,
     curves: list[list[StepRecord]] = [[] for _ in range(runs)]
     records: list[list[EpochRecord]] = [[] for _ in range(runs)]
     done = 0
+    eval_batch = inference.batch_size(config.test_batch_size, models[0], device)
 
     def curve_point() -> float:
         start = time.perf_counter()
-        losses, accuracies = batch.evaluate(data.curve, config.test_batch_size,
+        losses, accuracies = batch.evaluate(data.curve, eval_batch,
                                             autocast=config.precision == "bf16")
         seconds = time.perf_counter() - start
         for r in range(runs):
@@ -287,7 +289,7 @@ def train_batched(models: Sequence[nn.Module], seeds: Sequence[int], data: Data,
                 evaluating += curve_point()
         losses_, hits = loss_sum.tolist(), correct.tolist()  # the epoch's one sync
         seconds = time.perf_counter() - start - evaluating
-        test_losses, test_accs = batch.evaluate(data.test, config.test_batch_size)
+        test_losses, test_accs = batch.evaluate(data.test, eval_batch)
         for r in range(runs):
             record = EpochRecord(epoch, losses_[r] / n, hits[r] / n, test_losses[r],
                                  test_accs[r], seconds, runs * n / seconds)

@@ -27,6 +27,8 @@ class TrainConfig:
     ``eval_every`` (optimisation steps; None: off) evaluates each run on a fixed
     evaluation set at step 0 and after every ``eval_every`` steps, for learning
     curves at step resolution (:class:`StepRecord`). It never changes the weights.
+    ``test_batch_size`` (both evaluations) "auto": the device's fastest batch, or 1000
+    for a model whose predictions depend on their batch (:mod:`benchlab.inference`).
     """
 
     epochs: int = 14
@@ -35,14 +37,15 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cyclic"] = "constant"
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.9
-    test_batch_size: int = 1000
+    test_batch_size: int | Literal["auto"] = "auto"  # see benchlab.inference
     precision: Literal["fp32", "bf16"] = "fp32"
     eval_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.test_batch_size < 1:
+        if self.batch_size < 1 or (self.test_batch_size != "auto"
+                                   and self.test_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import benchlab.training.checkpoint as checkpoint
+from benchlab import inference
 from benchlab.components import DatasetSplit
 from benchlab.training.config import (
     EpochRecord,
@@ -190,6 +191,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
     step = _Step(model, optimizer, config, device, _wants_channels_last(model, device),
                  procedure, mask_generator)
     step.steps = config.epochs * math.ceil(len(data) / config.batch_size)
+    eval_batch = inference.batch_size(config.test_batch_size, model, device)
     curve = _Curve(model, data, config, device, curve_eps, eval_workers) \
         if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
@@ -220,8 +222,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
                 step, data, config, generator, cancel, curve, position, partial,
                 snapshot if every else None, every)
             partial = None
-            test_loss, test_acc = evaluate(model, data.test, config.test_batch_size, device,
-                                           eval_workers)
+            test_loss, test_acc = evaluate(model, data.test, eval_batch, device, eval_workers)
             record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc,
                                  seconds, pack * len(data) / seconds)
             records.append(record)
@@ -327,7 +328,8 @@ class _Curve:
         assert config.eval_every is not None
         self.robust_eps, self.workers = robust_eps, workers
         self.model, self.split, self.device = model, data.curve, device
-        self.every, self.batch_size = config.eval_every, config.test_batch_size
+        self.every = config.eval_every
+        self.batch_size = inference.batch_size(config.test_batch_size, model, device)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=config.precision == "bf16")
         self.steps_per_epoch = math.ceil(len(data) / config.batch_size)
