@@ -159,6 +159,9 @@ class _Run:
         self.checkpoints = Checkpoints(store.root)
         self.checkpoint, self.checkpoint_every = True, None
         self._keys: dict[str, str] = {}  # train job id -> model key
+        # model key -> train jobs of the same model as one being trained (two entries
+        # differing only in their labels): they wait for it and take its model
+        self.twins: dict[str, list[Job]] = {}
         self.design = design_of(suite)  # None: a fixed number of runs
         self.looks: list[dict[str, Any]] = []
         self.planned: int | None = None  # runs per model of the coming look
@@ -260,7 +263,7 @@ class _Run:
     def _drain(self) -> None:
         before = len(self.reused)
         for pack in self.scheduler.training_packs(self.ex.pack_size):
-            todo = [job for job in pack if not self._from_cache(job)]
+            todo = [job for job in pack if not self._from_cache(job) and not self._twin(job)]
             if todo:
                 self._submit_training(tuple(todo))
         if len(self.reused) > before:
@@ -312,6 +315,27 @@ class _Run:
             self._keys[job.id] = model_key(model_identity(job, self.registry,
                                                           self.ex.device_type))
         return self._keys[job.id]
+
+    def _twin(self, job: Job) -> bool:
+        """Whether a train job submitted before trains the same model as ``job``: then
+        ``job`` waits for it (:meth:`_twins_of`) instead of training it again."""
+        key = self._model_key(job)
+        if key in self.twins:
+            self.twins[key].append(job)
+            return True
+        self.twins[key] = []
+        return False
+
+    def _twins_of(self, job: Job) -> None:
+        """Finish the jobs that waited for train job ``job``: from the model cache it
+        filled, or, when it failed, by training them after all."""
+        twins = self.twins.pop(self._model_key(job), [])
+        for twin in twins:
+            if self._from_cache(twin):
+                self.log(f"{twin.id}: the same model as {job.id} (only their labels "
+                         "differ), trained once")
+            else:
+                self._submit_training((twin,))
 
     def _from_cache(self, job: Job) -> bool:
         """Finish train job ``job`` from the model cache, if its model is there."""
@@ -400,6 +424,9 @@ class _Run:
             self._finish(job, result)
             if job.kind != "train":
                 self.progress.advance()
+        for job in task.jobs:
+            if job.kind == "train":
+                self._twins_of(job)
         for dep in self.scheduler.read_by(task.jobs):
             if dep in self.shared:
                 self.ex.release(dep)

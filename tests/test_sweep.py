@@ -406,3 +406,27 @@ def test_the_sweep_section_tables_an_attack_axis_and_says_when_there_is_one_run(
     assert "nan" not in md
     assert (tmp_path / "sweep_noise-tiny_scale.png").stat().st_size > 1000
     assert section(pd.DataFrame(rows), tmp_path, {"attacks": [{"name": "noise"}]}) == []
+
+
+def test_two_entries_of_one_model_in_one_run_train_it_once(tmp_path, mnist_root):
+    """A swept configuration equal to a hand-written entry is one model: trained once,
+    the other entry's jobs take it from the cache and get the same numbers."""
+    registry = build_registry([("mlp", _mlp_plugin(), PROVENANCE)])
+    suite = validate_suite({
+        "name": "twins", "dataset": {"name": "mnist", "train_size": 256, "test_size": 100},
+        "models": [{"name": "mlp", "width": {"grid": [8, 16]}},
+                   {"name": "mlp", "label": "mine", "width": 8}],
+        "train": {"runs": 2, "epochs": 1}}, registry)
+    said: list[str] = []
+    outcome = runner.run_suite(suite, registry, tmp_path / "run", device="cpu",
+                               cache=ModelCache(tmp_path / "cache"), log=said.append)
+    assert not outcome.failed, outcome.failed
+    assert sorted(outcome.reused) == ["train-mine-r00", "train-mine-r01"]
+    assert any(line.startswith("train-mine-r00: the same model as train-mlp-width_8-r00")
+               for line in said), said
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    final = results[results["metric"] == "test_acc"].set_index(["model", "run"])["value"]
+    for run in (0, 1):
+        assert final[("mine", run)] == final[("mlp-width_8", run)]
+    jobs = pd.read_csv(tmp_path / "run" / "jobs.csv").set_index("id")
+    assert jobs.loc["train-mine-r00", "where"] == "model cache"
