@@ -47,6 +47,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchlab.components import DatasetInfo, DatasetSplit
+from benchlab.environment import cpu_has_bf16
 from benchlab.training import TrainConfig, pack_size, train_runs
 
 BATCH = 64
@@ -325,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     gflops = {"fp32": max(gflops["fp32"], matmul_gflops(torch.float32)),
               "bf16": max(gflops["bf16"], matmul_gflops(torch.bfloat16))}
     print(f"matmul 2048^2 (best of before and after): fp32 {gflops['fp32']:.0f} GFLOP/s, "
-          f"bf16 {gflops['bf16']:.0f} GFLOP/s")
+          f"bf16 {gflops['bf16']:.1f} GFLOP/s")
+    if not cpu_has_bf16():
+        print("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is emulated, "
+              "and its 'of matmul' is not a roofline")
     reference = rates["user loop (DataLoader)"]
     print()
     print(f"{'loop':<30}{'best':>7}{'x user':>8}{'of matmul':>11}"
@@ -333,8 +337,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, values in rates.items():
         best = max(values)
         ratios = [v / r for v, r in zip(values, reference, strict=True)]
-        reached = best * flops / 1e9 / gflops[precision_of[name]]
-        print(f"{name:<30}{best:>7.0f}{best / max(reference):>8.2f}{reached:>11.0%}"
+        ceiling = gflops[precision_of[name]]
+        reached = (f"{best * flops / 1e9 / ceiling:.0%}" if ceiling > 0
+                   and (precision_of[name] == "fp32" or cpu_has_bf16()) else "emulated")
+        print(f"{name:<30}{best:>7.0f}{best / max(reference):>8.2f}{reached:>11}"
               f"{summary(values):>28}{summary_ratio(ratios):>22}")
     print(f"({load()} at the end)")
 
