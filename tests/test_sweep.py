@@ -55,7 +55,9 @@ def test_committed_suites_expand_to_the_same_jobs_and_key_material_as_before_swe
     """The digests in tests/data/reference_jobs.json were taken with the code before
     sweeps, selectors and dataset parameters existed: every job (as its dict) and every
     model's cache-key material except the code digest (which changes with any edit of
-    the code that decides weights, by design) must be the same."""
+    the code that decides weights, by design) must be the same. One change since, on
+    purpose: the committed suites' jobs say ``test_batch_size: auto``, the new default
+    (their jobs digests were retaken then; their keys did not move)."""
     pytest.importorskip("torchattacks")
     pytest.importorskip("captum")
     reference = json.loads((ROOT / "tests" / "data" / "reference_jobs.json").read_text())
