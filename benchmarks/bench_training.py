@@ -48,7 +48,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from benchlab.components import DatasetInfo, DatasetSplit
 from benchlab.environment import cpu_has_bf16
-from benchlab.training import TrainConfig, pack_size, train_runs
+from benchlab.training import THREADS_PER_RUN, TrainConfig, pack_size, train_runs
 
 BATCH = 64
 TEST_IMAGES = 1000  # evaluation after the epoch is not part of the timed training
@@ -159,13 +159,15 @@ def benchlab_loop(build: Callable[[], nn.Module], train: DatasetSplit, test: Dat
     """``train_runs`` on the first ``images`` training images, ``pack`` seeds at once.
 
     The rate is the pack's: all images of all runs over the slowest run's epoch time.
+    Every run computes on ``THREADS_PER_RUN`` intra-op threads, as in ``benchlab run``
+    (a pack of 1 is the cost of a run trained alone; it leaves the other cores idle).
     """
     config = TrainConfig(epochs=1, precision=precision)  # type: ignore[arg-type]
 
     def rate(images: int) -> float:
         per_run = max(BATCH, images // pack)
         results = train_runs(build, train.head(per_run), test.head(TEST_IMAGES), config,
-                             seeds=range(pack), pack=pack)
+                             seeds=range(pack), pack=pack, threads=THREADS_PER_RUN)
         return pack * per_run / max(r.epochs[0].epoch_time_s for r in results)
 
     return rate
