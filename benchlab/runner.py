@@ -262,10 +262,11 @@ class _Run:
 
     def _drain(self) -> None:
         before = len(self.reused)
-        for pack in self.scheduler.training_packs(self.ex.pack_size):
-            todo = [job for job in pack if not self._from_cache(job) and not self._twin(job)]
-            if todo:
-                self._submit_training(tuple(todo))
+        def needs_training(job: Job) -> bool:
+            return not self._from_cache(job) and not self._twin(job)
+
+        for pack in list(self.scheduler.training_packs(self.ex.pack_size, needs_training)):
+            self._submit_training(tuple(pack))
         if len(self.reused) > before:
             reused = self.reused[before:]
             shown = ", ".join(reused[:4]) + (", ..." if len(reused) > 4 else "")

@@ -61,12 +61,18 @@ class Scheduler:
                                                 job.evaluation.explain_size)
         return added
 
-    def training_packs(self, pack_size: Callable[[Job], int]) -> Iterator[list[Job]]:
+    def training_packs(self, pack_size: Callable[[Job], int],
+                       needs_training: Callable[[Job], bool] = lambda job: True
+                       ) -> Iterator[list[Job]]:
         """The train jobs still to run, in packs of one configuration (:meth:`Job.pack_key`)
-        of at most ``pack_size(first job)`` runs, in job order."""
+        of at most ``pack_size(first job)`` runs, in job order.
+
+        ``needs_training(job)`` is asked of every job, in job order, before any pack is
+        made; the jobs it says no to (a model found in the cache) take no place in a
+        pack, so the others fill whole packs."""
         groups: dict[tuple[Any, ...], list[Job]] = {}
-        for job in self.jobs.values():
-            if job.kind == "train" and job.id not in self.resolved:
+        for job in list(self.jobs.values()):
+            if job.kind == "train" and job.id not in self.resolved and needs_training(job):
                 groups.setdefault(job.pack_key(), []).append(job)
         for group in groups.values():
             size = pack_size(group[0])

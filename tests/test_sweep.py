@@ -432,3 +432,21 @@ def test_two_entries_of_one_model_in_one_run_train_it_once(tmp_path, mnist_root)
         assert final[("mine", run)] == final[("mlp-width_8", run)]
     jobs = pd.read_csv(tmp_path / "run" / "jobs.csv").set_index("id")
     assert jobs.loc["train-mine-r00", "where"] == "model cache"
+
+
+def test_models_from_the_cache_leave_whole_packs_to_the_others(toy_registry):
+    """With run 0 cached, runs 1-4 train as two full packs of two, not [1], [2, 3], [4]."""
+    from benchlab.scheduler import Scheduler
+
+    suite = validate_suite(_toy(train={"runs": 5, "epochs": 1}), toy_registry)
+    scheduler = Scheduler(expand(suite), set())
+    asked: list[str] = []
+
+    def needs_training(job) -> bool:
+        asked.append(job.id)
+        return job.run != 0
+
+    packs = [[job.id for job in pack]
+             for pack in scheduler.training_packs(lambda job: 2, needs_training)]
+    assert asked == [f"train-tiny-r{r:02d}" for r in range(5)]
+    assert packs == [["train-tiny-r01", "train-tiny-r02"], ["train-tiny-r03", "train-tiny-r04"]]
