@@ -159,9 +159,6 @@ class _Run:
         self.checkpoints = Checkpoints(store.root)
         self.checkpoint, self.checkpoint_every = True, None
         self._keys: dict[str, str] = {}  # train job id -> model key
-        # model key -> train jobs of the same model as one being trained (two entries
-        # differing only in their labels): they wait for it and take its model
-        self.twins: dict[str, list[Job]] = {}
         self.design = design_of(suite)  # None: a fixed number of runs
         self.looks: list[dict[str, Any]] = []
         self.planned: int | None = None  # runs per model of the coming look
@@ -263,7 +260,8 @@ class _Run:
     def _drain(self) -> None:
         before = len(self.reused)
         def needs_training(job: Job) -> bool:
-            return not self._from_cache(job) and not self._twin(job)
+            return not self._from_cache(job) and \
+                not self.scheduler.wait_for_twin(self._model_key(job), job)
 
         for pack in list(self.scheduler.training_packs(self.ex.pack_size, needs_training)):
             self._submit_training(tuple(pack))
@@ -317,21 +315,10 @@ class _Run:
                                                           self.ex.device_type))
         return self._keys[job.id]
 
-    def _twin(self, job: Job) -> bool:
-        """Whether a train job submitted before trains the same model as ``job``: then
-        ``job`` waits for it (:meth:`_twins_of`) instead of training it again."""
-        key = self._model_key(job)
-        if key in self.twins:
-            self.twins[key].append(job)
-            return True
-        self.twins[key] = []
-        return False
-
     def _twins_of(self, job: Job) -> None:
         """Finish the jobs that waited for train job ``job``: from the model cache it
         filled, or, when it failed, by training them after all."""
-        twins = self.twins.pop(self._model_key(job), [])
-        for twin in twins:
+        for twin in self.scheduler.twins_of(self._model_key(job)):
             if self._from_cache(twin):
                 self.log(f"{twin.id}: the same model as {job.id} (only their labels "
                          "differ), trained once")

@@ -39,6 +39,9 @@ class Scheduler:
         self._readers: dict[str, int] = {}
         # attack job id -> how many of its adversarial images explain jobs will read
         self.keep: dict[str, int] = {}
+        # model key -> train jobs of the same model as one being trained (two entries
+        # differing only in their labels): they wait for it and take its model
+        self._twins: dict[str, list[Job]] = {}
         self.extend(jobs)
 
     def extend(self, jobs: Iterable[Job]) -> list[Job]:
@@ -78,6 +81,19 @@ class Scheduler:
             size = pack_size(group[0])
             for start in range(0, len(group), size):
                 yield group[start:start + size]
+
+    def wait_for_twin(self, model_key: str, job: Job) -> bool:
+        """Whether a train job submitted before trains model ``model_key`` too: then
+        train job ``job`` waits for it (:meth:`twins_of`) instead of training it again."""
+        if model_key in self._twins:
+            self._twins[model_key].append(job)
+            return True
+        self._twins[model_key] = []
+        return False
+
+    def twins_of(self, model_key: str) -> list[Job]:
+        """The train jobs that waited for the one training model ``model_key``."""
+        return self._twins.pop(model_key, [])
 
     def ready(self) -> list[Ready]:
         """The waiting jobs whose dependencies are resolved (taken off the waiting list)."""
