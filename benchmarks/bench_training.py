@@ -329,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
               "bf16": max(gflops["bf16"], matmul_gflops(torch.bfloat16))}
     print(f"matmul 2048^2 (best of before and after): fp32 {gflops['fp32']:.0f} GFLOP/s, "
           f"bf16 {gflops['bf16']:.1f} GFLOP/s")
-    if not cpu_has_bf16():
+    bf16_in_hardware = cpu_has_bf16()
+    if not bf16_in_hardware:
         print("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is emulated, "
               "and its 'of matmul' is not a roofline")
     reference = rates["user loop (DataLoader)"]
@@ -341,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ratios = [v / r for v, r in zip(values, reference, strict=True)]
         ceiling = gflops[precision_of[name]]
         reached = (f"{best * flops / 1e9 / ceiling:.0%}" if ceiling > 0
-                   and (precision_of[name] == "fp32" or cpu_has_bf16()) else "emulated")
+                   and (precision_of[name] == "fp32" or bf16_in_hardware) else "emulated")
         print(f"{name:<30}{best:>7.0f}{best / max(reference):>8.2f}{reached:>11}"
               f"{summary(values):>28}{summary_ratio(ratios):>22}")
     print(f"({load()} at the end)")

@@ -192,7 +192,7 @@ def train_run(model: nn.Module, seed: int, data: Data, config: TrainConfig,
                  procedure, mask_generator)
     step.steps = config.epochs * math.ceil(len(data) / config.batch_size)
     eval_batch = inference.batch_size(config.test_batch_size, model, device)
-    curve = _Curve(model, data, config, device, curve_eps, eval_workers) \
+    curve = _Curve(model, data, config, device, eval_batch, curve_eps, eval_workers) \
         if config.eval_every else None
     generators = [generator] if mask_generator is generator else [generator, mask_generator]
     records: list[EpochRecord] = []
@@ -323,13 +323,12 @@ class _Curve:
     ``config.eval_every`` optimisation steps, counted across epochs."""
 
     def __init__(self, model: nn.Module, data: Data, config: TrainConfig,
-                 device: torch.device, robust_eps: float | None = None,
+                 device: torch.device, batch_size: int, robust_eps: float | None = None,
                  workers: int = 1) -> None:
         assert config.eval_every is not None
         self.robust_eps, self.workers = robust_eps, workers
         self.model, self.split, self.device = model, data.curve, device
-        self.every = config.eval_every
-        self.batch_size = inference.batch_size(config.test_batch_size, model, device)
+        self.every, self.batch_size = config.eval_every, batch_size
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=config.precision == "bf16")
         self.steps_per_epoch = math.ceil(len(data) / config.batch_size)
