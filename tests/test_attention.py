@@ -210,6 +210,14 @@ def test_several_runs_combine_with_a_t_interval_over_runs(tmp_path) -> None:
     md = "\n".join(attention_report.section(
         results(Estimate(0.05, 0.02, 0.08, 250), runs=3, shift=0.1), tmp_path, _md_table))
     assert "means over 3 runs with 95% t intervals over runs" in md
+    assert "one trained model" not in md
+
+
+def test_one_run_says_its_intervals_rest_on_one_trained_model(tmp_path) -> None:
+    md = "\n".join(attention_report.section(
+        results(Estimate(0.05, 0.02, 0.08, 250), runs=1), tmp_path, _md_table))
+    assert "95% bootstrap intervals over images; this rests on one trained model" in md
+    assert "--set train.runs=N" in md
 
 
 def test_the_randomisation_check_is_tabled_and_plotted(tmp_path) -> None:

@@ -127,7 +127,10 @@ def section(results: pd.DataFrame, out: Path,
                             f"Holm's correction over the {family.size} changes these "
                             f"sentences test; flipped and held predictions are compared "
                             f"where each group has at least {MIN_GROUP} images.\n")
-    interval = ("95% bootstrap intervals over images" if runs == 1 else
+    interval = ("95% bootstrap intervals over images; this rests on one trained model per "
+                "model: the intervals say how precisely that model was measured, not what "
+                "another training seed would give (`--set train.runs=N`, N ≥ 2, gives "
+                "intervals over runs)" if runs == 1 else
                 f"means over {runs} runs with 95% t intervals over runs; n counts the images "
                 "of all runs")
     md = ["## Attention under attack", "",
