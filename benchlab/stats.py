@@ -140,19 +140,28 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def p_from_interval(value: float, low: float, high: float, level: float = 0.95) -> float:
+def p_from_interval(value: float, low: float, high: float, level: float = 0.95,
+                    df: float | None = None) -> float:
     """Two-sided p-value of "the estimate is 0", read off its confidence interval.
 
-    Normal approximation: the standard error is the interval's width over
-    2·z(1 − (1 − level)/2). For a percentile bootstrap interval it is exact only for
+    With ``df``, the interval is a Student t interval with ``df`` degrees of freedom
+    (a mean over runs: df = runs - 1) and the p-value is that t-test's. Without it,
+    the normal approximation: the standard error is the interval's width over
+    2·z(1 − (1 − level)/2). For a percentile bootstrap interval that is exact only for
     a symmetric, normal sampling distribution; it is what lets intervals computed
     elsewhere (e.g. stored in results.csv) enter a multiple-comparison correction.
     NaN when the interval is missing or has no width.
     """
     if any(math.isnan(float(x)) for x in (value, low, high)) or high <= low:
         return math.nan
-    se = (high - low) / (2 * _stats.norm.ppf(0.5 + level / 2))
-    return float(2 * _stats.norm.sf(abs(value) / se))
+    if df is not None and not math.isnan(float(df)):
+        if df < 1:
+            return math.nan
+        dist = _stats.t(df)
+    else:
+        dist = _stats.norm
+    se = (high - low) / (2 * dist.ppf(0.5 + level / 2))
+    return float(2 * dist.sf(abs(value) / se))
 
 
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,

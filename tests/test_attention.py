@@ -13,6 +13,7 @@ from torch import nn
 from benchlab import attention
 from benchlab.metrics import Estimate, cam_similarity
 from benchlab.report import attention as attention_report
+from benchlab.report import attention_sentences as attention_report_sentences
 from benchlab.report.markdown import table as _md_table
 
 
@@ -211,6 +212,32 @@ def test_several_runs_combine_with_a_t_interval_over_runs(tmp_path) -> None:
         results(Estimate(0.05, 0.02, 0.08, 250), runs=3, shift=0.1), tmp_path, _md_table))
     assert "means over 3 runs with 95% t intervals over runs" in md
     assert "one trained model" not in md
+
+
+def test_several_runs_read_their_p_values_off_the_t_distribution(tmp_path) -> None:
+    # similarity at eps 0.3 over 3 runs: 0.3, 0.4, 0.5; a t test with 2 df, not a z test
+    table = attention_report.estimates(results(Estimate(0.05, 0.02, 0.08, 250), runs=3,
+                                               shift=0.1))
+    sim = table[(table["base"] == "cam_similarity") & (table["qualifier"] == "")
+                & (table["eps"] == 0.3)].iloc[0]
+    assert sim["df"] == 2
+    from benchlab import stats
+    p = stats.p_from_interval(sim["value"], sim["low"], sim["high"], df=sim["df"])
+    assert p == pytest.approx(scipy.stats.ttest_1samp([0.3, 0.4, 0.5], 0.0).pvalue, rel=1e-9)
+    family = attention_report_sentences.Family([sim], alpha=0.05)
+    assert family.p(sim) == pytest.approx(p)
+
+
+def test_a_share_over_runs_stays_within_zero_and_one() -> None:
+    rows = []
+    for run, share in enumerate([0.0, 0.0, 0.0, 0.0, 0.02]):
+        for r in attention.estimate_rows("cam_empty_share", Estimate(share, 0.0, 0.05, 500),
+                                         0.3):
+            rows.append({"model": "m", "attack": "fgsm", "explainer": "gradcam", "run": run,
+                         "eps": r.eps, "metric": r.metric, "value": r.value})
+    share = attention_report.estimates(pd.DataFrame(rows)).iloc[0]
+    assert share["value"] == pytest.approx(0.004)
+    assert share["low"] == 0.0 and 0.004 < share["high"] < 1.0
 
 
 def test_one_run_says_its_intervals_rest_on_one_trained_model(tmp_path) -> None:

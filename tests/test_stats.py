@@ -204,3 +204,13 @@ def test_p_from_interval_inverts_a_normal_interval():
         p_from_interval(0.5, 0.5 - half, 0.5 + half)
     assert math.isnan(p_from_interval(0.1, math.nan, 0.2))
     assert math.isnan(p_from_interval(0.1, 0.1, 0.1))  # no width: nothing to read
+
+
+def test_p_from_interval_with_degrees_of_freedom_is_the_t_test_of_the_runs():
+    runs = [0.071, 0.080, 0.069, 0.078, 0.077]  # five runs' means
+    s = summarize(runs)
+    p = p_from_interval(s.mean, s.mean - s.ci95, s.mean + s.ci95, df=len(runs) - 1)
+    assert p == pytest.approx(scipy_stats.ttest_1samp(runs, 0.0).pvalue, rel=1e-9)
+    # the normal reading of the same interval is far smaller: what df guards against
+    assert p_from_interval(s.mean, s.mean - s.ci95, s.mean + s.ci95) < p / 1e6
+    assert math.isnan(p_from_interval(0.1, 0.0, 0.2, df=0))

@@ -133,9 +133,11 @@ def section(results: pd.DataFrame, out: Path,
                 "intervals over runs)" if runs == 1 else
                 f"means over {runs} runs with 95% t intervals over runs; n counts the images "
                 "of all runs")
+    share_interval = ("Wilson interval" if runs == 1 else
+                      "the t interval over runs, cut to [0, 100%]")
     md = ["## Attention under attack", "",
           f"Every value: mean [{interval}]. **Empty maps**: share of the explained images "
-          "whose map is all zero (Wilson interval). **Similarity, background share, "
+          f"whose map is all zero ({share_interval}). **Similarity, background share, "
           "intensity** are taken over the *common population* (`common n`): the images whose "
           "clean map and whose map at every ε of the attack are non-empty, the same images at "
           "every ε. Similarity: Pearson correlation with the image's clean map; background "

@@ -4,8 +4,9 @@ Explain jobs write every estimate as four rows (:mod:`benchlab.attention`):
 ``<metric>`` (the mean), ``<metric>.n``, ``<metric>.ci_low`` and ``<metric>.ci_high``.
 Here they become one row each. With one run per model the interval is the
 bootstrap interval over images; with several, the runs' means are averaged and
-the interval is the Student t interval over runs (n then counts the images of all
-runs together).
+the interval is the Student t interval over runs, with runs - 1 degrees of freedom
+(``df``; the p-values read off it use them) and cut to [0, 1] for a share of images
+(n then counts the images of all runs together).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _NAME = re.compile(r"^(?P<base>[a-z_]+)(?:\[(?P<qualifier>[^\]]+)\])?"
                    r"(?:\.(?P<stat>n|ci_low|ci_high))?$")
 #: what identifies one estimate
 KEYS = ["model", "attack", "explainer", "eps", "base", "qualifier"]
+#: estimates that are shares of images (in [0, 1] whatever the runs say)
+SHARES = frozenset({"cam_empty_share"})
 
 
 def estimates(results: pd.DataFrame) -> pd.DataFrame:
@@ -39,7 +42,7 @@ def estimates(results: pd.DataFrame) -> pd.DataFrame:
                        attack=rows["attack"].fillna("clean"))
     rows = rows[rows["base"].notna() & rows["eps"].notna()]
     if rows.empty:
-        return pd.DataFrame(columns=[*KEYS, "value", "low", "high", "n", "runs"])
+        return pd.DataFrame(columns=[*KEYS, "value", "low", "high", "n", "runs", "df"])
     wide = rows.pivot_table(index=[*KEYS, "run"], columns="stat", values="value",
                             aggfunc="first", dropna=False).reset_index()
     for stat in ("value", "n", "ci_low", "ci_high"):
@@ -52,11 +55,16 @@ def estimates(results: pd.DataFrame) -> pd.DataFrame:
         n = int(group["n"].fillna(0).sum())
         if runs == 1:
             r = group.iloc[0]
-            value, low, high = r["value"], r["ci_low"], r["ci_high"]
+            value, low, high, df = r["value"], r["ci_low"], r["ci_high"], math.nan
         else:
             s = stats.summarize(group["value"].tolist())
             value, low, high = s.mean, s.mean - s.ci95, s.mean + s.ci95
-        out.append(dict(zip(KEYS, key), value=value, low=low, high=high, n=n, runs=runs))
+            df = s.n - 1 if s.n > 1 else math.nan
+            if key[KEYS.index("base")] in SHARES and not math.isnan(value):
+                # a share cannot leave [0, 1]: the t interval is cut to that range
+                low, high = max(low, 0.0), min(high, 1.0)
+        out.append(dict(zip(KEYS, key), value=value, low=low, high=high, n=n, runs=runs,
+                        df=df))
     return pd.DataFrame(out)
 
 

@@ -7,7 +7,8 @@ family: background share and intensity against the clean maps at the largest ε,
 and flipped against held similarity at the largest ε where both groups are large
 enough, per model, attack and explainer), and always with its size, interval, n
 and Holm-adjusted p; otherwise it says that no change was resolved. The p-values
-are read off the intervals (:func:`benchlab.stats.p_from_interval`). Flipped and
+are read off the intervals (:func:`benchlab.stats.p_from_interval`: a t interval over
+runs with its runs - 1 degrees of freedom, a bootstrap interval as normal). Flipped and
 held predictions are compared only when each group has at least :data:`MIN_GROUP`
 images: a percentile bootstrap interval of a handful of values is far too narrow.
 """
@@ -38,7 +39,8 @@ class Family:
     """The changes the sentences test, with Holm-adjusted p-values over all of them."""
 
     def __init__(self, tested: list[pd.Series], alpha: float):
-        raw = [stats.p_from_interval(c["value"], c["low"], c["high"]) for c in tested]
+        raw = [stats.p_from_interval(c["value"], c["low"], c["high"], df=c.get("df"))
+               for c in tested]
         self.adjusted = {id(c): p for c, p in zip(tested, stats.holm(raw))}
         self.size = sum(not math.isnan(p) for p in raw)
         self.alpha = alpha
