@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 from torch import nn
 
-from benchlab import attention
+from benchlab import attention, stats
 from benchlab.metrics import Estimate, cam_similarity
 from benchlab.report import attention as attention_report
 from benchlab.report import attention_sentences as attention_report_sentences
@@ -221,7 +221,6 @@ def test_several_runs_read_their_p_values_off_the_t_distribution(tmp_path) -> No
     sim = table[(table["base"] == "cam_similarity") & (table["qualifier"] == "")
                 & (table["eps"] == 0.3)].iloc[0]
     assert sim["df"] == 2
-    from benchlab import stats
     p = stats.p_from_interval(sim["value"], sim["low"], sim["high"], df=sim["df"])
     assert p == pytest.approx(scipy.stats.ttest_1samp([0.3, 0.4, 0.5], 0.0).pvalue, rel=1e-9)
     family = attention_report_sentences.Family([sim], alpha=0.05)
