@@ -212,6 +212,20 @@ def test_one_run_per_model_gives_means_without_a_spread():
         assert "nan" not in line.lower() and "fewer than two runs per model: b 1, a 1" in line
 
 
+def test_the_convergence_table_of_one_run_per_model_has_no_nan():
+    frame = curve_frame({"a": [[0.1, 0.96, 0.975, 0.985, 0.99]],
+                         "b": [[0.1, 0.90, 0.95, 0.965, 0.975]]})
+    for column in ("dataset", "attack", "eps", "explainer"):
+        frame[column] = math.nan
+    with tempfile.TemporaryDirectory() as out:
+        _, md = section(frame, Path(out), ["a", "b"], SETTINGS, "the test split")
+    text = "\n".join(md)
+    assert "nan" not in text.lower()
+    assert "no interval or test can be computed: those cells are dashes" in text
+    rows = [line for line in text.splitlines() if line.startswith("| steps to 97%")]
+    assert len(rows) == 1 and rows[0].split("|")[6].strip() == "–"  # the bootstrap CI
+
+
 def test_a_curve_of_step_0_alone_says_so_without_a_step_count():
     frame = curve_frame({m: [[0.1], [0.12]] for m in ("a", "b")}, every=150)
     per_run = verdict.run_statistics(frame, SETTINGS)

@@ -56,8 +56,7 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
                 f"{baseline}": mean_sd(c.baseline, scale, digits),
                 "never reached": DASH if c.never is None else f"{c.never[0]} / {c.never[1]}",
                 "difference": f"{c.diff * scale:+.{digits}f}",
-                "95% bootstrap CI": "[{:+.{d}f}, {:+.{d}f}]".format(c.ci[0] * scale,
-                                                                    c.ci[1] * scale, d=digits),
+                "95% bootstrap CI": _interval(c.ci, scale, digits),
                 "Welch t": number(c.t),
                 "p": verdict.fmt_p(c.p), "p (Holm)": verdict.fmt_p(c.p_holm),
                 "paired p": verdict.fmt_p(c.paired_p),
@@ -69,9 +68,27 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
         md += [f"### {other} against {baseline}", "",
                f"n = {comparisons[0].other.size} and {comparisons[0].baseline.size} runs; Welch "
                "t-tests, Holm-corrected over the statistics; paired p / r: the same runs paired "
-               "by seed (shown for reference, see docs/statistics.md).", "",
+               "by seed (shown for reference, see docs/statistics.md)."
+               + _undefined_note(comparisons), "",
                table(pd.DataFrame(rows))]
     return lines, md
+
+
+def _undefined_note(comparisons: list[verdict.Comparison]) -> str:
+    """Why dashes stand in the table, where they do."""
+    few = min(comparisons[0].other.size, comparisons[0].baseline.size)
+    if few >= 2:
+        return ""
+    return (" With fewer than two runs of a model no interval or test can be computed: "
+            "those cells are dashes.")
+
+
+def _interval(ci: tuple[float, float], scale: float, digits: int) -> str:
+    """A bootstrap interval, or a dash where it is undefined (fewer than two runs of a
+    model: the table's n says so)."""
+    if any(math.isnan(x) for x in ci):
+        return DASH
+    return "[{:+.{d}f}, {:+.{d}f}]".format(ci[0] * scale, ci[1] * scale, d=digits)
 
 
 def _head(comparisons: list[verdict.Comparison], settings: verdict.Settings, other: str,
