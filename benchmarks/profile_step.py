@@ -24,9 +24,7 @@ from benchlab.components import DatasetInfo
 from benchlab.training.config import TrainConfig
 from benchlab.training.randomness import seed_dropouts
 from benchlab.training.run import _optimizer, _Step, prepare
-
-BATCH = 64
-FLOPS_PER_IMAGE = 71.6e6  # 3x the forward multiply-adds x 2 of the conv and linear layers
+from bench_training import BATCH, matmul_gflops, training_flops  # a sibling script
 
 
 def main() -> None:
@@ -55,7 +53,7 @@ def main() -> None:
         step(images[i], labels[i], i)
     seconds = (time.perf_counter() - start) / args.steps
     peak = matmul_gflops(torch.bfloat16 if args.precision == "bf16" else torch.float32)
-    rate = BATCH * FLOPS_PER_IMAGE / seconds / 1e9
+    rate = BATCH * training_flops(model, info.shape) / seconds / 1e9
     print(f"{args.model} {args.precision}, one thread: {seconds * 1e3:.1f} ms a step, "
           f"{BATCH / seconds:.0f} images/s, {rate:.0f} GFLOP/s = {rate / peak:.0%} of the "
           f"one-thread {args.precision} matmul rate ({peak:.0f} GFLOP/s)")
@@ -63,19 +61,6 @@ def main() -> None:
         for i in range(min(30, args.steps)):
             step(images[i], labels[i], i)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-
-
-def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
-    """Best rate of ``size`` x ``size`` products on this thread."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 if __name__ == "__main__":

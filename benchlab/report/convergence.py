@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchlab import stats, verdict
-from benchlab.report.markdown import DASH, mean_sd, number, table
+from benchlab.report.markdown import DASH, interval, mean_sd, number, table
 from benchlab.report.plots import plot_step_curves
 
 __all__ = ["section"]
@@ -56,7 +56,8 @@ def section(results: pd.DataFrame, out: Path, models: list[str], settings: verdi
                 f"{baseline}": mean_sd(c.baseline, scale, digits),
                 "never reached": DASH if c.never is None else f"{c.never[0]} / {c.never[1]}",
                 "difference": f"{c.diff * scale:+.{digits}f}",
-                "95% bootstrap CI": _interval(c.ci, scale, digits),
+                "95% bootstrap CI": interval(c.ci[0] * scale, c.ci[1] * scale,
+                                             f"+.{digits}f"),
                 "Welch t": number(c.t),
                 "p": verdict.fmt_p(c.p), "p (Holm)": verdict.fmt_p(c.p_holm),
                 "paired p": verdict.fmt_p(c.paired_p),
@@ -81,14 +82,6 @@ def _undefined_note(comparisons: list[verdict.Comparison]) -> str:
         return ""
     return (" With fewer than two runs of a model no interval or test can be computed: "
             "those cells are dashes.")
-
-
-def _interval(ci: tuple[float, float], scale: float, digits: int) -> str:
-    """A bootstrap interval, or a dash where it is undefined (fewer than two runs of a
-    model: the table's n says so)."""
-    if any(math.isnan(x) for x in ci):
-        return DASH
-    return "[{:+.{d}f}, {:+.{d}f}]".format(ci[0] * scale, ci[1] * scale, d=digits)
 
 
 def _head(comparisons: list[verdict.Comparison], settings: verdict.Settings, other: str,

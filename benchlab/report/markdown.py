@@ -37,6 +37,14 @@ def number(value: float, spec: str = ".2f") -> str:
     return DASH if math.isnan(value) else format(value, spec)
 
 
+def interval(low: float, high: float, spec: str = "+.2f") -> str:
+    """``[low, high]`` written with the format ``spec``, or a dash where it is undefined
+    (NaN: too few runs or values for an interval)."""
+    if math.isnan(low) or math.isnan(high):
+        return DASH
+    return f"[{format(low, spec)}, {format(high, spec)}]"
+
+
 def percent(share: float) -> str:
     """A share in [0, 1] as a percentage with two decimals, or a dash for NaN."""
     return number(share * 100)

@@ -15,7 +15,7 @@ from benchlab.messages import NORM_LABELS
 from benchlab.metrics import share_ci
 from benchlab.report.epochs import same_training_pairs
 from benchlab.report.loading import ordered
-from benchlab.report.markdown import DASH, mean_sd, number, table
+from benchlab.report.markdown import DASH, interval, mean_sd, number, table
 from benchlab.report.plots import plot_robustness
 from benchlab.verdict import Settings, fmt_p
 
@@ -193,8 +193,7 @@ def _comparisons(rows: pd.DataFrame, models: list[str], attacks: list[str],
                 "training": trained.removeprefix("both trained: "),
                 "attack": c.attack, "eps": f"{c.eps:g}", "runs (n)": f"{c.n[0]}/{c.n[1]}",
                 "difference (pp)": number(100 * c.diff, "+.2f"),
-                "95% CI (pp)": DASH if math.isnan(low) else
-                f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+                "95% CI (pp)": interval(100 * low, 100 * high),
                 "p (Welch)": fmt_p(c.p), "p (Holm)": fmt_p(c.p_holm),
                 **({"TOST p (Holm)": fmt_p(c.tost_p_holm)}
                    if settings.margin_pp is not None else {}),
