@@ -111,7 +111,8 @@ ModelBuilder = Callable[[DatasetInfo, Any], torch.nn.Module]
 Attack = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Sequence[float], Any], torch.Tensor]
 Explainer = Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]
 #: ``procedure(model, images, labels, generator, params) -> (loss, logits)``: the loss of
-#: one optimisation step, and the logits of the batch it was computed on
+#: one optimisation step, and the logits of the batch it was computed on (a procedure
+#: with a ``progress`` keyword is also given the fraction of the run's steps done)
 Procedure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, Any],
                      tuple[torch.Tensor, torch.Tensor]]
 

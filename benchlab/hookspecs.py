@@ -61,7 +61,10 @@ def register_procedures(register):
     accuracy). ``generator`` is the run's seeded generator, on the model's device:
     every random draw of the procedure comes from it. The trainer calls the
     procedure under the run's autocast, then backpropagates the loss and steps the
-    optimiser; the procedure must not touch the optimiser.
+    optimiser; the procedure must not touch the optimiser. A procedure with a
+    keyword parameter ``progress`` is also given the fraction of the run's
+    optimisation steps done before this one (0 at the first step), for a schedule
+    such as an ε warm-up.
     """
 
 

@@ -24,7 +24,12 @@ How the inputs are crafted, and why:
   choice can be changed with ``craft_mode``. Only the training passes, on the
   inputs the loss is computed from, update the running statistics;
 - crafting runs under the trainer's autocast, so bf16 training crafts in bf16 too;
-  the perturbation itself is kept in float32.
+  the perturbation itself is kept in float32;
+- ``eps_warmup`` (all three, default 0: off) grows the radius linearly from 0 to
+  ``eps`` over that fraction of the run's optimisation steps, from the ``progress``
+  the trainer passes; FGSM's step grows with it (α·ε_t/ε), PGD's and TRADES's step
+  size stays. Called without ``progress`` (the conformance kit, a user's own
+  loop), a procedure crafts at the full radius.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_serializer
 from torch import nn
 
 import benchlab
@@ -46,11 +51,35 @@ _Radius = Field(0.3, gt=0.0, le=1.0, description="L∞ radius of the ball, on th
 _Steps = Field(40, ge=1, le=1000, description="gradient steps of the attack")
 
 
-class FGSMATParams(benchlab.Params):
+class _Warmup(benchlab.Params):
+    """The ε warm-up every adversarial procedure offers."""
+
+    eps: float = _Radius
+    eps_warmup: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="fraction of the run's steps over which the radius grows linearly "
+                    "from 0 to eps; 0: the full radius from the first step")
+
+    def radius(self, progress: float) -> float:
+        """The radius at ``progress`` (the fraction of the run's steps done)."""
+        if self.eps_warmup == 0.0 or progress >= self.eps_warmup:
+            return self.eps
+        return self.eps * max(progress, 0.0) / self.eps_warmup
+
+    @model_serializer(mode="wrap")
+    def _no_warmup_left_out(self, handler):
+        # a suite that does not ask for a warm-up keeps the parameters, and so the
+        # model cache key, of the procedure that predates it
+        data = handler(self)
+        if isinstance(data, dict) and data.get("eps_warmup") == 0.0:
+            data.pop("eps_warmup")
+        return data
+
+
+class FGSMATParams(_Warmup):
     """Wong, Rice and Kolter 2020 ("Fast is better than free"): on MNIST, ε = 0.3 and a
     step of α = 1.25·ε from a uniform random start."""
 
-    eps: float = _Radius
     alpha: float | None = Field(None, gt=0.0, le=2.0,
                                 description="FGSM step size; null: 1.25 * eps")
     craft_mode: CraftMode = "train"
@@ -60,24 +89,22 @@ class FGSMATParams(benchlab.Params):
         return 1.25 * self.eps if self.alpha is None else self.alpha
 
 
-class PGDATParams(benchlab.Params):
+class PGDATParams(_Warmup):
     """Madry et al. 2018, MNIST: ε = 0.3, 40 steps of 0.01 from a uniform random start
     (the paper trained this way for 100,000 steps of 50 images with Adam)."""
 
-    eps: float = _Radius
     steps: int = _Steps
     alpha: float = Field(0.01, gt=0.0, le=1.0, description="step size")
     random_start: bool = True
     craft_mode: CraftMode = "train"
 
 
-class TRADESParams(benchlab.Params):
+class TRADESParams(_Warmup):
     """Zhang et al. 2019 (TRADES), MNIST: ε = 0.3, 40 steps of 0.01 on the KL divergence,
     from a start 0.001·N(0, 1) away from the image. ``beta`` weighs the KL term (the
     paper's 1/λ; its MNIST table reports 1/λ = 6, the authors' MNIST script defaults to
     1.0, the default here)."""
 
-    eps: float = _Radius
     steps: int = _Steps
     alpha: float = Field(0.01, gt=0.0, le=1.0, description="step size")
     beta: float = Field(1.0, ge=0.0, le=1000.0, description="weight of the KL term (1/λ)")
@@ -134,22 +161,26 @@ def _ce(labels: torch.Tensor) -> Objective:
 
 
 def fgsm_perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator, params: FGSMATParams) -> torch.Tensor:
+                 generator: torch.Generator, params: FGSMATParams,
+                 progress: float = 1.0) -> torch.Tensor:
     """One FGSM step of α from a uniform random start in the ε-ball."""
     images = images.detach()
-    start = _uniform_start(images, params.eps, generator)
+    eps = params.radius(progress)
+    start = _uniform_start(images, eps, generator)
     with crafting(model, params.craft_mode):
-        return _ascend(model, start, images, _ce(labels), params.eps, params.step_size, 1)
+        return _ascend(model, start, images, _ce(labels), eps,
+                       params.step_size * eps / params.eps, 1)
 
 
 def pgd_perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                generator: torch.Generator, params: PGDATParams) -> torch.Tensor:
+                generator: torch.Generator, params: PGDATParams,
+                progress: float = 1.0) -> torch.Tensor:
     """``steps`` steps of α on the cross-entropy, projected, from a random start."""
     images = images.detach()
-    start = _uniform_start(images, params.eps, generator) if params.random_start else images
+    eps = params.radius(progress)
+    start = _uniform_start(images, eps, generator) if params.random_start else images
     with crafting(model, params.craft_mode):
-        return _ascend(model, start, images, _ce(labels), params.eps, params.alpha,
-                       params.steps)
+        return _ascend(model, start, images, _ce(labels), eps, params.alpha, params.steps)
 
 
 def _kl(target: torch.Tensor) -> Objective:
@@ -159,7 +190,8 @@ def _kl(target: torch.Tensor) -> Objective:
 
 
 def trades_perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   generator: torch.Generator, params: TRADESParams) -> torch.Tensor:
+                   generator: torch.Generator, params: TRADESParams,
+                   progress: float = 1.0) -> torch.Tensor:
     """``steps`` steps of α on KL(f(x) || f(x')), from x + 0.001·N(0, 1)."""
     del labels  # TRADES's inner maximisation needs none
     images = images.detach()
@@ -168,15 +200,15 @@ def trades_perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     with crafting(model, params.craft_mode), torch.no_grad():
         target = F.softmax(model(images).float(), dim=1)
     with crafting(model, params.craft_mode):
-        return _ascend(model, start, images, _kl(target), params.eps, params.alpha,
-                       params.steps)
+        return _ascend(model, start, images, _kl(target), params.radius(progress),
+                       params.alpha, params.steps)
 
 
 def _on_crafted(perturb):
     """A procedure training with cross-entropy on the inputs ``perturb`` crafts."""
 
-    def procedure(model, images, labels, generator, params):
-        adversarial = perturb(model, images, labels, generator, params)
+    def procedure(model, images, labels, generator, params, progress=1.0):
+        adversarial = perturb(model, images, labels, generator, params, progress)
         logits = model(adversarial)
         return F.cross_entropy(logits, labels), logits
 
@@ -190,11 +222,11 @@ pgd_at.__name__ = pgd_at.__qualname__ = "pgd_at"
 
 
 def trades(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-           generator: torch.Generator, params: TRADESParams
+           generator: torch.Generator, params: TRADESParams, progress: float = 1.0
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on the clean batch + β · KL(f(x) || f(x')) averaged over the batch;
     the logits returned are the clean batch's."""
-    adversarial = trades_perturb(model, images, labels, generator, params)
+    adversarial = trades_perturb(model, images, labels, generator, params, progress)
     logits = model(images)
     robust = F.kl_div(F.log_softmax(model(adversarial).float(), dim=1),
                       F.softmax(logits.float(), dim=1), reduction="sum") / images.shape[0]

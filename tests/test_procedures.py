@@ -12,7 +12,7 @@ import yaml
 
 from benchlab import identity, training
 from benchlab.components import DatasetSplit
-from benchlab.execute.train import step_loss
+from benchlab.execute.train import bind_procedure, step_loss
 from benchlab.execute.workspace import Workspace
 from benchlab.jobs import expand
 from benchlab.plugins import default_registry
@@ -23,6 +23,7 @@ from benchlab_plugins.adversarial_training import (
     PGDATParams,
     TRADESParams,
     fgsm_perturb,
+    pgd_perturb,
 )
 from benchlab_plugins.cnn import BatchStatisticsNorm, CNNBNParams, build_cnn_bn
 
@@ -141,6 +142,65 @@ def test_crafting_under_bf16_autocast_stays_in_the_ball():
                                FGSMATParams(eps=0.1))
     assert crafted.dtype == torch.float32
     assert (crafted - images).abs().max() <= 0.1 + 1e-6
+
+
+# -- the ε warm-up ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("perturb", "params"), [
+    (fgsm_perturb, FGSMATParams(eps=0.3, eps_warmup=0.5)),
+    (pgd_perturb, PGDATParams(eps=0.3, eps_warmup=0.5, steps=5, alpha=0.1)),
+], ids=["fgsm_at", "pgd_at"])
+def test_a_warmup_grows_the_radius_linearly_then_holds_it(perturb, params):
+    model = tiny_cnn().train()
+    images = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.3
+    labels = torch.arange(8) % 10
+
+    def reach(progress):
+        crafted = perturb(model, images, labels, torch.Generator().manual_seed(1), params,
+                          progress)
+        return (crafted - images).abs().max().item()
+
+    assert reach(0.0) == 0.0  # the first step trains on the clean batch
+    assert reach(0.25) == pytest.approx(0.15, abs=1e-6)  # half way up: half the radius
+    assert reach(0.5) == pytest.approx(0.3, abs=1e-6)
+    assert reach(0.9) == pytest.approx(0.3, abs=1e-6)
+    assert reach(1.0) == reach(0.9)  # called without progress: the full radius
+
+
+def test_no_warmup_keeps_the_parameters_and_the_cache_key(monkeypatch):
+    assert "eps_warmup" not in FGSMATParams().model_dump(mode="json")
+    assert FGSMATParams(eps_warmup=0.2).model_dump(mode="json")["eps_warmup"] == 0.2
+    plain = _key(_suite(procedure={"name": "fgsm_at"}), monkeypatch)
+    assert _key(_suite(procedure={"name": "fgsm_at", "eps_warmup": 0}), monkeypatch) == plain
+    assert _key(_suite(procedure={"name": "fgsm_at", "eps_warmup": 0.2}), monkeypatch) != plain
+
+
+def test_the_trainer_tells_a_procedure_the_fraction_of_steps_done():
+    seen = []
+
+    def recorder(model, images, labels, generator, params, progress):
+        seen.append(progress)
+        logits = model(images)
+        return F.cross_entropy(logits, labels), logits
+
+    def no_schedule(model, images, labels, generator, params):
+        logits = model(images)
+        return F.cross_entropy(logits, labels), logits
+
+    config = training.TrainConfig(epochs=2, batch_size=16)
+    for procedure in (recorder, no_schedule):  # a procedure without the keyword: not given it
+        bound = bind_procedure(type("Component", (), {"obj": staticmethod(procedure)}), None)
+        training.train_runs(lambda: tiny_cnn(), _split(48, 0), _split(16, 1), config, [1],
+                            threads=1, procedure=bound)
+    assert seen == pytest.approx([step / 6 for step in range(6)])  # 3 steps an epoch
+
+
+def test_a_warmup_run_trains_differently_and_reproducibly():
+    warm = _procedure(_suite(procedure={"name": "fgsm_at", "eps": 0.3, "eps_warmup": 0.5}))
+    cold = _procedure(_suite(procedure={"name": "fgsm_at", "eps": 0.3}))
+    first, again = _train(warm), _train(warm)
+    assert _same(first[0].state_dict, again[0].state_dict)
+    assert not _same(first[0].state_dict, _train(cold)[0].state_dict)
 
 
 # -- cnn_bn's bn_eval --------------------------------------------------------------------

@@ -183,6 +183,7 @@ BUILT_IN = [
     ("explainer", "gradcam", None),
     ("model", "cnn", None),
     ("model", "cnn_bn", None),
+    ("model", "fast_at_net", None),
     ("dataset", "mnist", None),
     ("dataset", "fashion-mnist", None),
     ("procedure", "standard", None),

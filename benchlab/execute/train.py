@@ -4,6 +4,7 @@ trained weights with their epoch (and learning-curve) records."""
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import json
 import time
@@ -46,8 +47,10 @@ def step_loss(job: Job, ws: Workspace) -> training.StepLoss | None:
 
 def bind_procedure(component, params) -> training.StepLoss:
     """A registered procedure with its validated parameters, as the trainer calls it:
-    ``(model, images, labels, generator) -> (loss, logits)``."""
-    return functools.partial(_call_procedure, component.obj, params)
+    ``(model, images, labels, generator, progress) -> (loss, logits)``; ``progress``
+    reaches only a procedure that takes a keyword of that name (a schedule's)."""
+    takes_progress = "progress" in inspect.signature(component.obj).parameters
+    return functools.partial(_call_procedure, component.obj, params, takes_progress)
 
 
 def curve_eps(job: Job, ws: Workspace) -> float | None:
@@ -62,7 +65,10 @@ def curve_eps(job: Job, ws: Workspace) -> float | None:
     return float(eps)
 
 
-def _call_procedure(procedure, params, model, images, labels, generator):
+def _call_procedure(procedure, params, takes_progress, model, images, labels, generator,
+                    progress=1.0):
+    if takes_progress:
+        return procedure(model, images, labels, generator, params, progress=progress)
     return procedure(model, images, labels, generator, params)
 
 

@@ -63,9 +63,10 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     runs from given ones (:class:`~benchlab.training.checkpoint.Checkpointing`): a
     run continued from a checkpoint ends exactly as the uninterrupted run.
 
-    ``procedure(model, images, labels, generator) -> (loss, logits)`` computes the
-    loss of every step of every run (None: the plain cross-entropy step); each run
-    calls it with its own generator, so it must keep no state between calls.
+    ``procedure(model, images, labels, generator, progress) -> (loss, logits)``
+    computes the loss of every step of every run (None: the plain cross-entropy
+    step); each run calls it with its own generator and the fraction of its steps
+    done, so it must keep no state between calls.
     ``curve_eps``: with learning curves, also evaluate each point under a short PGD of
     that L∞ radius (for adversarial training: it shows catastrophic overfitting).
 

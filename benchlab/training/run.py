@@ -149,8 +149,10 @@ def ignore(*_: object) -> None:
     return None
 
 
-#: ``procedure(model, images, labels, generator) -> (loss, logits)``: one step's loss
-StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator],
+#: ``procedure(model, images, labels, generator, progress) -> (loss, logits)``: one
+#: step's loss; ``progress`` is the fraction of the run's optimisation steps done before
+#: this one (0 at the first), from the step count, so a resumed run sees the same values
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator, float],
                     tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -310,7 +312,8 @@ class _Step:
                 logits = self.model(images)
                 loss = F.cross_entropy(logits, labels)
             else:
-                loss, logits = self.procedure(self.model, images, labels, self.generator)
+                loss, logits = self.procedure(self.model, images, labels, self.generator,
+                                              done / self.steps if self.steps else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         set_learning_rate(self.optimizer, self.config, done + 1, self.steps)
